@@ -1,0 +1,317 @@
+"""Figure and self-contained HTML report of a k-fold summary.
+
+Why both a PNG and an HTML file: the PNG is what people paste into a chat or a slide; the HTML is what
+they open from the run's output folder (or an Airflow link) to see the numbers, the failed folds and the
+figure together. The HTML has no external assets (inline CSS, the PNG embedded as a data URI), so it
+still works when copied off the volume, and everything taken from the data is HTML-escaped: error texts
+are arbitrary strings from remote machines.
+
+The figure uses matplotlib's object API with the Agg canvas and never touches ``pyplot``: no display is
+needed, no global backend is switched, and it is safe in a worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.transforms import blended_transform_factory
+
+from lerobot_kfold.atomic_io import write_bytes_atomic, write_text_atomic
+
+__all__ = [
+    "figure_png_bytes",
+    "headline_metrics",
+    "render_figure",
+    "render_html",
+    "write_html",
+    "write_png",
+]
+
+# Closed-loop success: shown next to the selection metric whenever the simulator evaluation ran,
+# because offline validation loss tracks rollout success poorly.
+SUCCESS_METRIC = "sim_success_rate"
+# Metric drawn against training step from each fold's ``learning_curve``.
+CURVE_METRIC = "val_l1"
+# Above this many folds, the learning-curve legend would hide the curves.
+MAX_LEGEND_FOLDS = 10
+
+
+def headline_metrics(summary: Mapping[str, Any]) -> list[str]:
+    """The selection metric, plus the simulator success rate when it was aggregated."""
+    names = [summary["config"]["selection_metric"]]
+    if SUCCESS_METRIC in summary["metrics"] and SUCCESS_METRIC not in names:
+        names.append(SUCCESS_METRIC)
+    return [n for n in names if n in summary["metrics"]]
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _confidence_label(summary: Mapping[str, Any]) -> str:
+    return f"{float(summary['config']['confidence']) * 100:g}%"
+
+
+def _plot_metric(ax: Any, summary: Mapping[str, Any], name: str) -> None:
+    """Per-fold values of one metric with the mean line and its confidence band."""
+    stats = summary["metrics"][name]
+    rows = summary["folds"]
+    best = summary["best_fold"]
+    xs = [row["fold_id"] for row in rows]
+    ok = [(row["fold_id"], _finite(row["metrics"].get(name))) for row in rows if row["status"] == "ok"]
+    ok = [(x, y) for x, y in ok if y is not None]
+    if stats["ci_low"] is not None:
+        ax.axhspan(
+            stats["ci_low"],
+            stats["ci_high"],
+            color="tab:blue",
+            alpha=0.15,
+            label=f"{_confidence_label(summary)} t-interval",
+        )
+    ax.axhline(stats["mean"], color="tab:blue", lw=1.5, label=f"mean {stats['mean']:.4g} (n={stats['n']})")
+    if ok:
+        ax.plot([x for x, _ in ok], [y for _, y in ok], "o", color="black", ms=6, label="fold")
+    if name == best["metric"]:
+        ax.plot([best["fold_id"]], [best["value"]], "*", color="tab:orange", ms=15, label="best fold")
+    failed = [row["fold_id"] for row in rows if row["status"] != "ok"]
+    if failed:
+        # Failed folds have no value: mark them on the x axis so the gap is visible.
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        ax.plot(
+            failed, [0.03] * len(failed), "x", color="tab:red", ms=9, mew=2, transform=trans, label="failed"
+        )
+    ax.set_xticks(xs if len(xs) <= 20 else xs[:: math.ceil(len(xs) / 20)])
+    if xs:
+        ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_xlabel("fold")
+    ax.set_ylabel(name)
+    ax.set_title(f"{name} per fold")
+    ax.grid(True, axis="y", alpha=0.3)
+    # Below the panel: inside it, the legend would hide fold points.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+
+
+def _plot_curves(ax: Any, fold_results: Sequence[Mapping[str, Any]]) -> None:
+    """Validation L1 against training step, one line per fold."""
+    drawn = 0
+    results = sorted(fold_results, key=lambda r: r.get("fold_id", 0))
+    for result in results:
+        points = []
+        for point in result.get("learning_curve") or []:
+            step, value = _finite(point.get("step")), _finite(point.get(CURVE_METRIC))
+            if step is not None and value is not None:
+                points.append((step, value))
+        if not points:
+            continue
+        points.sort()
+        ax.plot(
+            [s for s, _ in points],
+            [v for _, v in points],
+            "-o",
+            ms=3,
+            lw=1.2,
+            label=f"fold {result.get('fold_id')}",
+        )
+        drawn += 1
+    ax.set_title(f"{CURVE_METRIC} vs step")
+    ax.set_xlabel("step")
+    ax.set_ylabel(CURVE_METRIC)
+    ax.grid(True, alpha=0.3)
+    if drawn == 0:
+        ax.text(
+            0.5, 0.5, "no learning curves", ha="center", va="center", transform=ax.transAxes, color="gray"
+        )
+    elif drawn <= MAX_LEGEND_FOLDS:
+        ax.legend(fontsize=8, loc="best")
+
+
+def render_figure(summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, Any]]) -> Figure:
+    """One row of panels: each headline metric per fold, then the learning curves."""
+    names = headline_metrics(summary)
+    ncols = len(names) + 1
+    fig = Figure(figsize=(5.2 * ncols, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=False):
+        _plot_metric(ax, summary, name)
+    _plot_curves(axes[-1], fold_results)
+    totals = summary["totals"]
+    title = f"{totals['n_succeeded']} of {totals['n_folds']} folds succeeded"
+    if summary.get("run_id"):
+        title = f"{summary['run_id']}: {title}"
+    fig.suptitle(title)
+    return fig
+
+
+def figure_png_bytes(
+    summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, Any]], *, dpi: int = 100
+) -> bytes:
+    """The report figure as PNG bytes (for a file and for the HTML data URI alike)."""
+    fig = render_figure(summary, fold_results)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def write_png(
+    summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, Any]], path: str | Path
+) -> Path:
+    """Write the report figure to ``path`` atomically."""
+    return write_bytes_atomic(path, figure_png_bytes(summary, fold_results))
+
+
+def _fmt(value: Any) -> str:
+    """Numbers to short text (4 significant digits for floats), None to a dash; always HTML-escaped."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return html.escape(str(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return f"{float(value):.4g}"
+    return html.escape(str(value))
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; }
+tr.best td { background: #fff4d6; } tr.failed td { background: #fde8e8; }
+pre { white-space: pre-wrap; margin: 0; font-size: 0.9em; text-align: left; }
+.warn { color: #8a5a00; } img { max-width: 100%; border: 1px solid #ddd; }
+"""
+
+
+def _table(header: list[str], rows: list[tuple[str, list[str]]], left: int = 1) -> str:
+    """An HTML table; cells must already be escaped. Each row is (css class, cells)."""
+    head = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(header))
+    body = []
+    for cls, cells in rows:
+        tds = "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(cells))
+        body.append(f'<tr class="{cls}">{tds}</tr>' if cls else f"<tr>{tds}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(summary: Mapping[str, Any], png: bytes | None = None) -> str:
+    """A self-contained HTML page of the summary, with ``png`` embedded when given."""
+    esc = html.escape
+    cfg = summary["config"]
+    totals = summary["totals"]
+    best = summary["best_fold"]
+    conf = esc(_confidence_label(summary))
+    run_id = summary.get("run_id")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>k-fold report{': ' + esc(str(run_id)) if run_id else ''}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>K-fold cross-validation report</h1>",
+        f"<p>Run: <code>{esc(str(run_id)) if run_id else '–'}</code><br>",
+        f"{totals['n_succeeded']} of {totals['n_folds']} folds succeeded ({totals['n_failed']} failed, "
+        f"{totals['n_missing']} without a result); {totals['n_repeats']} repeat(s); "
+        f"total wall time {_fmt(totals['total_wall_s'])} s</p>",
+        f"<h2>Summary (mean ± half-width of the {conf} t-interval)</h2>",
+    ]
+    metric_rows = []
+    for name, s in summary["metrics"].items():
+        mean = _fmt(s["mean"])
+        if s["ci_half_width"] is not None:
+            mean_pm = f"{mean} ± {_fmt(s['ci_half_width'])}"
+            interval = f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]"
+        else:
+            mean_pm, interval = mean, "– (n = 1)"
+        metric_rows.append(
+            (
+                "",
+                [
+                    esc(name),
+                    mean_pm,
+                    interval,
+                    _fmt(s["std"]),
+                    _fmt(s["sem"]),
+                    _fmt(s["min"]),
+                    _fmt(s["max"]),
+                    _fmt(s["n"]),
+                ],
+            )
+        )
+    parts.append(
+        _table(
+            ["metric", "mean ± half-width", f"{conf} interval", "std", "sem", "min", "max", "n"], metric_rows
+        )
+    )
+    parts.append(
+        f"<p>Best fold by <code>{esc(str(best['metric']))}</code> ({esc(str(best['mode']))}): "
+        f"<b>fold {_fmt(best['fold_id'])}</b> (repeat {_fmt(best['repeat'])}, index {_fmt(best['index'])}) "
+        f"with {_fmt(best['value'])}.</p>"
+    )
+    if summary.get("warnings"):
+        items = "".join(f"<li>{esc(str(w))}</li>" for w in summary["warnings"])
+        parts.append(f'<h2>Warnings</h2><ul class="warn">{items}</ul>')
+    if summary["failed_folds"]:
+        failed_rows = [
+            (
+                "failed",
+                [
+                    _fmt(f["fold_id"]),
+                    _fmt(f["repeat"]),
+                    _fmt(f["index"]),
+                    f"<pre>{esc(str(f['error']))}</pre>",
+                ],
+            )
+            for f in summary["failed_folds"]
+        ]
+        parts.append("<h2>Failed folds</h2>")
+        parts.append(_table(["fold", "repeat", "index", "error"], failed_rows, left=4))
+    metric_names = list(summary["metrics"])
+    fold_rows = []
+    for row in summary["folds"]:
+        cls = "best" if row["fold_id"] == best["fold_id"] else ("" if row["status"] == "ok" else "failed")
+        cells = [_fmt(row["fold_id"]), _fmt(row["repeat"]), _fmt(row["index"]), _fmt(row["status"])]
+        cells += [_fmt(row["metrics"].get(n)) for n in metric_names]
+        cells += [_fmt(row["steps"]), _fmt(row["wall_s"]), _fmt(row["best_step"])]
+        fold_rows.append((cls, cells))
+    parts.append("<h2>Folds</h2>")
+    header = [
+        "fold",
+        "repeat",
+        "index",
+        "status",
+        *(esc(n) for n in metric_names),
+        "steps",
+        "wall s",
+        "best step",
+    ]
+    parts.append(_table(header, fold_rows))
+    if png is not None:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            "<h2>Figure</h2>"
+            f'<img src="data:image/png;base64,{data}" alt="per-fold metrics and learning curves">'
+        )
+    parts.append(
+        f"<p><small>Selection: {esc(str(cfg['selection_metric']))} ({esc(str(cfg['selection_mode']))}); "
+        "fold values are not independent (shared episodes, repeats), so intervals are optimistic.</small></p>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_html(summary: Mapping[str, Any], path: str | Path, png: bytes | None = None) -> Path:
+    """Write the HTML report to ``path`` atomically."""
+    return write_text_atomic(path, render_html(summary, png))

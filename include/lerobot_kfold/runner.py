@@ -1,0 +1,237 @@
+"""Run a whole k-fold cross-validation on this machine: plan, train every fold, aggregate.
+
+This is the local backend in library form. Folds run one after another, or ``parallel`` at a time in
+separate processes (each with its own torch thread budget, so they do not fight over cores). A fold that
+raises does not stop the others: it becomes a failed fold result, and aggregation decides (through
+``min_successful_folds``) whether the run as a whole may be summarized.
+
+Run folder layout::
+
+    plan.json                 the fold manifest (hashed)
+    folds/fold_000/           each fold's checkpoints, best model and result.json
+    summary.json folds.csv report.png report.html
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from lerobot_kfold import dataset_info
+from lerobot_kfold.aggregate import AggregateConfig, summarize, write_outputs
+from lerobot_kfold.splits import Fold, FoldPlan, SplitConfig, plan_folds, write_plan
+from lerobot_kfold.training_config import FoldTrainingConfig
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+PLAN_FILE = "plan.json"
+FOLDS_DIR = "folds"
+
+# FoldTrainingConfig fields that describe the fold itself rather than how to train it.
+_PER_FOLD_FIELDS = {
+    "dataset_root",
+    "train_episodes",
+    "val_episodes",
+    "output_dir",
+    "repo_id",
+    "fold_id",
+    "run_id",
+}
+
+
+@dataclass
+class TrainingParams:
+    """How every fold trains: the FoldTrainingConfig fields shared by all folds of a run."""
+
+    policy_type: str = "act"
+    policy_overrides: dict[str, Any] = field(default_factory=dict)
+    steps: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    chunk_size: int = 10
+    eval_every: int = 500
+    save_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    torch_threads: int | None = None
+    num_workers: int = 0
+    preload: bool = True
+    sim_eval_episodes: int = 0
+    sim_eval_max_steps: int = 200
+    sim_eval_seed: int = 0
+    wandb_mode: str = "disabled"
+    wandb_project: str = "lerobot-kfold"
+    stop_at_step: int | None = None
+
+    def __post_init__(self) -> None:
+        shared = {f.name for f in dataclasses.fields(FoldTrainingConfig)} - _PER_FOLD_FIELDS
+        mine = {f.name for f in dataclasses.fields(self)}
+        if shared != mine:  # a programming error: keep the two dataclasses in step
+            raise AssertionError(f"TrainingParams out of sync with FoldTrainingConfig: {shared ^ mine}")
+        # Validate now (with placeholder episodes) so a bad value fails before planning or recording.
+        self.fold_config(Path("."), "placeholder", Fold(0, 0, 0, (0,), (1,)), "local/check", None)
+
+    def fold_config(
+        self, output_dir: Path, dataset_root: str, fold: Fold, repo_id: str, run_id: str | None
+    ) -> FoldTrainingConfig:
+        return FoldTrainingConfig(
+            dataset_root=dataset_root,
+            train_episodes=list(fold.train_episodes),
+            val_episodes=list(fold.val_episodes),
+            output_dir=str(output_dir),
+            repo_id=repo_id,
+            fold_id=fold.fold_id,
+            run_id=run_id,
+            **dataclasses.asdict(self),
+        )
+
+
+@dataclass
+class KFoldRunConfig:
+    """A whole local k-fold run."""
+
+    # Local LeRobot dataset folder.
+    dataset_root: str
+    # Folder for the plan, the folds and the summary. Re-running on it resumes unfinished folds.
+    output_dir: str
+    split: SplitConfig = field(default_factory=SplitConfig)
+    training: TrainingParams = field(default_factory=TrainingParams)
+    aggregation: AggregateConfig = field(default_factory=AggregateConfig)
+    # Dataset identifier for names and the manifest (nothing is downloaded).
+    repo_id: str | None = None
+    # Folds trained at the same time, each in its own process.
+    parallel: int = 1
+    # Name of the run (W&B group, report title). Defaults to the output folder's name.
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.dataset_root = str(self.dataset_root)
+        self.output_dir = str(self.output_dir)
+        if self.parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {self.parallel}.")
+        if self.run_id is None:
+            self.run_id = Path(self.output_dir).resolve().name
+
+
+def fold_output_dir(run_dir: Path, fold_id: int) -> Path:
+    return run_dir / FOLDS_DIR / f"fold_{fold_id:03d}"
+
+
+def plan_run(config: KFoldRunConfig) -> FoldPlan:
+    """Check the dataset and plan the folds (nothing is trained)."""
+    root = dataset_info.check_dataset_root(config.dataset_root)
+    dataset_info.check_policy_features(root, config.training.policy_type)
+    identity = dataset_info.dataset_identity(root, config.repo_id)
+    return plan_folds(dataset_info.episode_infos(root), config.split, identity)
+
+
+def train_fold_safely(fold_config: dict[str, Any], annotations: dict[str, Any]) -> dict[str, Any]:
+    """Train one fold and never raise: an exception becomes a failed fold result with its error.
+
+    A top-level function so it can run in a worker process.
+    """
+    from lerobot_kfold.training import train_fold
+
+    quiet_third_party_logs()
+    try:
+        config = FoldTrainingConfig.from_dict(fold_config)
+        result = train_fold(config, progress=_print_progress)
+    except Exception as exc:
+        log.debug("fold %s failed", fold_config.get("fold_id"), exc_info=True)
+        result = {
+            "fold_id": fold_config.get("fold_id"),
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=20),
+        }
+    result.update(annotations)
+    return result
+
+
+def _print_progress(message: str) -> None:
+    print(message, flush=True)
+
+
+def quiet_third_party_logs() -> None:
+    """Keep a fold's output to our own progress lines (datasets prints a bar per parquet map)."""
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover - datasets is a lerobot dependency
+        pass
+    for name in ("lerobot", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Plan, train every fold and aggregate. Returns the summary, with the output file paths."""
+    say = progress or _print_progress
+    started = time.perf_counter()
+    run_dir = Path(config.output_dir)
+    plan = plan_run(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_plan(plan, run_dir / PLAN_FILE)
+    say(
+        f"planned {plan.num_folds} folds over {plan.dataset.num_episodes} episodes "
+        f"(k={config.split.k}, repeats={config.split.repeats}, hold-out {len(plan.holdout_episodes)}) "
+        f"-> {run_dir / PLAN_FILE}"
+    )
+    repo_id = plan.dataset.repo_id
+    training = config.training
+    if config.parallel > 1 and training.torch_threads is None:
+        training = dataclasses.replace(
+            training, torch_threads=max(1, (os.cpu_count() or 1) // config.parallel)
+        )
+    jobs = [
+        (
+            training.fold_config(
+                fold_output_dir(run_dir, fold.fold_id), config.dataset_root, fold, repo_id, config.run_id
+            ).to_dict(),
+            {"repeat": fold.repeat, "index": fold.index},
+        )
+        for fold in plan.folds
+    ]
+    results: list[dict[str, Any]] = []
+
+    def collect(result: dict[str, Any]) -> None:
+        results.append(result)
+        if result["status"] == "ok":
+            metrics = result.get("metrics", {})
+            extra = ""
+            if "sim_success_rate" in metrics:
+                extra = f", success {metrics['sim_success_rate']:.0%}"
+            say(
+                f"fold {result['fold_id']} done ({len(results)}/{len(jobs)}): "
+                f"val L1 {metrics.get('val_l1', float('nan')):.5f}{extra}, {result.get('wall_s', 0):.0f}s"
+            )
+        else:
+            count = f"{len(results)}/{len(jobs)}"
+            say(f"fold {result['fold_id']} {result['status']} ({count}): {result.get('error')}")
+
+    if config.parallel == 1:
+        for fold_config, annotations in jobs:
+            collect(train_fold_safely(fold_config, annotations))
+    else:
+        # spawn: torch and MuJoCo are not fork-safe once initialised.
+        with ProcessPoolExecutor(max_workers=config.parallel, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(train_fold_safely, c, a) for c, a in jobs]
+            for future in as_completed(futures):
+                collect(future.result())
+
+    results.sort(key=lambda r: r["fold_id"])
+    summary = summarize(results, config.aggregation, expected_folds=plan.num_folds, run_id=config.run_id)
+    summary["plan_hash"] = plan.content_hash()
+    summary["wall_s"] = round(time.perf_counter() - started, 2)
+    paths = write_outputs(summary, results, run_dir)
+    summary["outputs"] = paths
+    return summary
