@@ -49,6 +49,6 @@ fi
 echo "Installing pinned requirements into $VENV (first run only; a few minutes)..."
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-"$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+"$VENV/bin/python" -m pip install --quiet --no-deps -e .
 echo "$want" >"$STAMP"
 echo "Environment ready: $VENV"

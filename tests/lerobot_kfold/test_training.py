@@ -1,0 +1,212 @@
+"""Fold training: fold-correct normalization, validation metrics, checkpoints and exact resume.
+
+Every test trains a real (tiny) lerobot ACT on the simulator demo dataset; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from lerobot_kfold.training import CheckpointMismatchError, train_fold
+from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES, FoldTrainingConfig
+
+TRAIN = list(range(3, 12))
+VAL = [0, 1, 2]
+
+
+def _config(root: Path, out: Path, **kwargs) -> FoldTrainingConfig:
+    options = {
+        "policy_overrides": dict(DEMO_ACT_OVERRIDES),
+        "steps": 12,
+        "batch_size": 8,
+        "eval_every": 4,
+        "save_every": 4,
+        "torch_threads": 1,
+    }
+    options.update(kwargs)
+    return FoldTrainingConfig(
+        dataset_root=str(root), train_episodes=TRAIN, val_episodes=VAL, output_dir=str(out), **options
+    )
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _normalizer_state(model_dir: Path) -> dict[str, np.ndarray]:
+    """The statistics the saved pre-processor normalizes with (what the model actually sees)."""
+    files = sorted(model_dir.glob("*normalizer*.safetensors"))
+    assert files, f"no normalizer state in {model_dir}"
+    state: dict[str, np.ndarray] = {}
+    for path in files:
+        state.update({f"{path.name}:{k}": v.numpy() for k, v in load_file(path).items()})
+    return state
+
+
+def _change_held_out_episodes(root: Path, episodes: list[int]) -> None:
+    """Rewrite the held-out episodes' actions and states (and every statistic that covers them)."""
+    from lerobot.datasets.compute_stats import aggregate_stats, get_feature_stats
+
+    data_file = next((root / "data").glob("*/*.parquet"))
+    frames = pd.read_parquet(data_file)
+    held_out = frames["episode_index"].isin(episodes)
+    for feature in ("action", "observation.state"):
+        frames.loc[held_out, feature] = frames.loc[held_out, feature].map(lambda v: v * 5.0 + 3.0)
+    frames.to_parquet(data_file)
+
+    episodes_file = next((root / "meta" / "episodes").glob("*/*.parquet"))
+    table = pd.read_parquet(episodes_file)
+    for feature in ("action", "observation.state"):
+        columns = {c: list(table[c]) for c in table.columns if c.startswith(f"stats/{feature}/")}
+        for position, index in enumerate(table["episode_index"]):
+            if int(index) not in episodes:
+                continue
+            values = np.stack(frames.loc[frames["episode_index"] == index, feature].to_numpy())
+            for name, value in get_feature_stats(values, axis=0, keepdims=False).items():
+                column = f"stats/{feature}/{name}"
+                if column in columns:
+                    columns[column][position] = np.atleast_1d(np.asarray(value))
+        for column, values in columns.items():
+            table[column] = values
+    table.to_parquet(episodes_file)
+
+    # meta/stats.json (what lerobot-train normalizes with) now changes too.
+    global_stats = json.loads((root / "meta" / "stats.json").read_text())
+    per_episode = []
+    for feature in ("action", "observation.state"):
+        values = np.stack(frames[feature].to_numpy())
+        per_episode.append({feature: get_feature_stats(values, axis=0, keepdims=False)})
+    merged = aggregate_stats(per_episode)
+    for feature, stats in merged.items():
+        global_stats[feature] = {k: np.asarray(v).tolist() for k, v in stats.items()}
+    (root / "meta" / "stats.json").write_text(json.dumps(global_stats))
+
+
+class TestFoldCorrectNormalization:
+    def test_held_out_data_does_not_change_the_statistics_the_model_sees(self, demo_root, tmp_path):
+        changed = tmp_path / "changed"
+        shutil.copytree(demo_root, changed)
+        _change_held_out_episodes(changed, VAL)
+        # The change is real: lerobot's global stats (what lerobot-train would use) differ.
+        original_stats = json.loads((demo_root / "meta" / "stats.json").read_text())
+        changed_stats = json.loads((changed / "meta" / "stats.json").read_text())
+        assert original_stats["action"]["mean"] != changed_stats["action"]["mean"]
+
+        a = train_fold(_config(demo_root, tmp_path / "a", steps=2, eval_every=2), progress=_quiet)
+        b = train_fold(_config(changed, tmp_path / "b", steps=2, eval_every=2), progress=_quiet)
+
+        seen_a = _normalizer_state(Path(a["checkpoints"]["last"]) / "pretrained_model")
+        seen_b = _normalizer_state(Path(b["checkpoints"]["last"]) / "pretrained_model")
+        assert seen_a.keys() == seen_b.keys()
+        for key in seen_a:
+            np.testing.assert_array_equal(seen_a[key], seen_b[key], err_msg=key)
+        # ...and they are not the all-episode statistics either.
+        action_means = [v for k, v in seen_a.items() if k.endswith("action.mean")]
+        assert action_means
+        assert not np.allclose(action_means[0], original_stats["action"]["mean"])
+        # The held-out data did change, so validation sees it.
+        assert a["metrics"]["val_l1"] != b["metrics"]["val_l1"]
+
+
+class TestValidation:
+    def test_result_reports_validation_in_action_units_with_a_learning_curve(self, demo_root, tmp_path):
+        result = train_fold(_config(demo_root, tmp_path / "fold"), progress=_quiet)
+        assert result["status"] == "ok"
+        assert result["steps"] == 12
+        assert [p["step"] for p in result["learning_curve"]] == [4, 8, 12]
+        metrics = result["metrics"]
+        assert metrics["val_l1"] > 0 and metrics["val_l1_normalized"] > 0
+        assert metrics["best_val_l1"] == min(p["val_l1"] for p in result["learning_curve"])
+        assert len(result["val_mae_per_dim"]) == 4
+        # The overall L1 is the frame-weighted mean over dimensions (every dimension has the same mask).
+        assert metrics["val_l1"] == pytest.approx(np.mean(result["val_mae_per_dim"]), rel=1e-5)
+        assert result["train_episodes"] == TRAIN and result["val_episodes"] == VAL
+        json.dumps(result, allow_nan=False)
+
+    def test_best_and_last_checkpoints_load_with_lerobot(self, demo_root, tmp_path):
+        from lerobot.policies.act.modeling_act import ACTPolicy
+
+        result = train_fold(_config(demo_root, tmp_path / "fold"), progress=_quiet)
+        best = Path(result["checkpoints"]["best"])
+        last = Path(result["checkpoints"]["last"]) / "pretrained_model"
+        for model_dir in (best, last):
+            policy = ACTPolicy.from_pretrained(model_dir)
+            assert policy.config.chunk_size == 10
+        assert (
+            Path(result["checkpoints"]["last"]) / "training_state" / "optimizer_state.safetensors"
+        ).is_file()
+
+
+class TestResume:
+    def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(self, demo_root, tmp_path):
+        # Dropout on, so the RNG state must be restored too, not only weights and data order.
+        overrides = {**DEMO_ACT_OVERRIDES, "dropout": 0.1}
+        full = train_fold(_config(demo_root, tmp_path / "full", policy_overrides=overrides), progress=_quiet)
+
+        interrupted = train_fold(
+            _config(demo_root, tmp_path / "resumed", policy_overrides=overrides, stop_at_step=6),
+            progress=_quiet,
+        )
+        assert interrupted["status"] == "interrupted" and interrupted["steps"] == 6
+        resumed = train_fold(
+            _config(demo_root, tmp_path / "resumed", policy_overrides=overrides), progress=_quiet
+        )
+
+        assert resumed["resumed_from_step"] == 6
+        assert resumed["steps_this_run"] == 6
+        assert resumed["metrics"] == full["metrics"]
+        assert resumed["learning_curve"] == full["learning_curve"]
+        assert resumed["final_train_loss"] == full["final_train_loss"]
+        assert resumed["val_mae_per_dim"] == full["val_mae_per_dim"]
+
+    def test_finished_fold_is_not_trained_again(self, demo_root, tmp_path):
+        first = train_fold(_config(demo_root, tmp_path / "fold", steps=4), progress=_quiet)
+        result_file = tmp_path / "fold" / "result.json"
+        mtime = result_file.stat().st_mtime_ns
+        again = train_fold(_config(demo_root, tmp_path / "fold", steps=4), progress=_quiet)
+        assert again == first
+        assert result_file.stat().st_mtime_ns == mtime
+
+    def test_refuses_to_resume_a_checkpoint_of_other_settings(self, demo_root, tmp_path):
+        train_fold(_config(demo_root, tmp_path / "fold", stop_at_step=4), progress=_quiet)
+        with pytest.raises(CheckpointMismatchError, match="different fold configuration"):
+            train_fold(_config(demo_root, tmp_path / "fold", learning_rate=5e-4), progress=_quiet)
+
+
+class TestConfigValidation:
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            pytest.param({"steps": 0}, "steps", id="zero-steps"),
+            pytest.param({"batch_size": -1}, "batch_size", id="negative-batch"),
+            pytest.param({"learning_rate": 0.0}, "learning_rate", id="zero-lr"),
+            pytest.param({"device": "tpu"}, "device", id="unknown-device"),
+            pytest.param({"wandb_mode": "cloud"}, "wandb_mode", id="unknown-wandb-mode"),
+            pytest.param({"val_episodes": [3]}, "both", id="overlapping-episodes"),
+            pytest.param({"val_episodes": []}, "val_episodes", id="no-held-out"),
+            pytest.param({"policy_overrides": {"device": "cuda"}}, "policy_overrides", id="override-device"),
+            pytest.param({"steps": 12, "stop_at_step": 99}, "stop_at_step", id="stop-after-end"),
+        ],
+    )
+    def test_rejects_bad_values_before_any_work(self, tmp_path, kwargs, message):
+        options = {
+            "dataset_root": str(tmp_path / "missing"),
+            "train_episodes": TRAIN,
+            "val_episodes": VAL,
+            "output_dir": str(tmp_path / "out"),
+        }
+        options.update(kwargs)
+        with pytest.raises(ValueError, match=message):
+            FoldTrainingConfig(**options)
+
+    def test_unknown_policy_field_fails_before_training(self, demo_root, tmp_path):
+        config = _config(demo_root, tmp_path / "fold", policy_overrides={"not_a_field": 1})
+        with pytest.raises(ValueError, match="not_a_field"):
+            train_fold(config, progress=_quiet)
