@@ -177,7 +177,6 @@ def cmd_train_fold(args: argparse.Namespace) -> int:
     )
     config = _training_params(args).fold_config(output_dir, root, fold, plan.dataset.repo_id, args.run_id)
     result = train_fold(config, progress=_progress)
-    result.update({"repeat": fold.repeat, "index": fold.index})
     _print_json(result)
     return 0 if result["status"] == "ok" else EXIT_FOLDS_FAILED
 
@@ -238,8 +237,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ parser
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one ``error: ...`` line (exit 2), like every other bad input here."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="python -m lerobot_kfold",
         description="K-fold cross-validation of LeRobot policy training (local backend).",
     )

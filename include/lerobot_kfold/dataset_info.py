@@ -47,6 +47,10 @@ def check_dataset_root(root: str | Path) -> Path:
         info = json.loads(info_path.read_text())
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{info_path} is not valid JSON ({exc}); the dataset looks corrupted.") from exc
+    if not isinstance(info, dict) or not isinstance(info.get("features"), dict):
+        raise DatasetError(
+            f"{info_path} is not a LeRobot info object (no 'features'); the dataset looks corrupted."
+        )
     version = info.get("codebase_version")
     if version not in SUPPORTED_CODEBASE_VERSIONS:
         raise DatasetError(

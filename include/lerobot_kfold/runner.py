@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -44,6 +45,8 @@ _PER_FOLD_FIELDS = {
     "output_dir",
     "repo_id",
     "fold_id",
+    "repeat",
+    "fold_index",
     "run_id",
 }
 
@@ -79,6 +82,9 @@ class TrainingParams:
             raise AssertionError(f"TrainingParams out of sync with FoldTrainingConfig: {shared ^ mine}")
         # Validate now (with placeholder episodes) so a bad value fails before planning or recording.
         self.fold_config(Path("."), "placeholder", Fold(0, 0, 0, (0,), (1,)), "local/check", None)
+        from lerobot_kfold.training import check_policy_overrides
+
+        check_policy_overrides(self.policy_type, self.policy_overrides)
 
     def fold_config(
         self, output_dir: Path, dataset_root: str, fold: Fold, repo_id: str, run_id: str | None
@@ -90,6 +96,8 @@ class TrainingParams:
             output_dir=str(output_dir),
             repo_id=repo_id,
             fold_id=fold.fold_id,
+            repeat=fold.repeat,
+            fold_index=fold.index,
             run_id=run_id,
             **dataclasses.asdict(self),
         )
@@ -158,7 +166,8 @@ def train_fold_safely(fold_config: dict[str, Any], annotations: dict[str, Any]) 
 
 
 def _print_progress(message: str) -> None:
-    print(message, flush=True)
+    # stderr: stdout is reserved for what a program reads (the JSON of `run --json`).
+    print(message, file=sys.stderr, flush=True)
 
 
 def quiet_third_party_logs() -> None:

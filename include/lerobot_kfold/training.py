@@ -48,22 +48,32 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def make_policy_config(config: FoldTrainingConfig, device: str):
-    """lerobot's policy config for ``policy_type`` with the fold's chunk size, lr and overrides."""
+def check_policy_overrides(policy_type: str, overrides: dict[str, Any]) -> set[str]:
+    """Fail unless ``policy_type`` is a lerobot policy and every override names one of its config fields.
+
+    Returns the config's field names. Called before planning, so a typo costs no training.
+    """
     import dataclasses
 
-    from lerobot.policies.factory import make_policy_config as lerobot_make_policy_config
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies import factory  # noqa: F401  (registers lerobot's policy configs)
 
     try:
-        from lerobot.configs.policies import PreTrainedConfig
-
-        config_cls = PreTrainedConfig.get_choice_class(config.policy_type)
+        config_cls = PreTrainedConfig.get_choice_class(policy_type)
     except Exception as exc:
-        raise ValueError(f"unknown policy_type {config.policy_type!r}: lerobot has no such policy.") from exc
+        raise ValueError(f"unknown policy_type {policy_type!r}: lerobot has no such policy.") from exc
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(config.policy_overrides) - fields)
+    unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"policy_overrides {unknown} are not fields of lerobot's {config_cls.__name__}.")
+    return fields
+
+
+def make_policy_config(config: FoldTrainingConfig, device: str):
+    """lerobot's policy config for ``policy_type`` with the fold's chunk size, lr and overrides."""
+    from lerobot.policies.factory import make_policy_config as lerobot_make_policy_config
+
+    fields = check_policy_overrides(config.policy_type, config.policy_overrides)
     kwargs: dict[str, Any] = {"device": device, "push_to_hub": False}
     if "chunk_size" in fields:
         kwargs["chunk_size"] = config.chunk_size
@@ -417,6 +427,8 @@ def _result(
     output_dir = config.output_path
     return {
         "fold_id": config.fold_id,
+        "repeat": config.repeat,
+        "index": config.fold_index,
         "status": status,
         "error": None,
         "train_episodes": config.train_episodes,

@@ -41,8 +41,10 @@ class FoldTrainingConfig:
     output_dir: str
     # Identifier of the dataset (metadata only; nothing is downloaded).
     repo_id: str = "local/dataset"
-    # Fold number within the plan, for names and logs.
+    # Fold number within the plan, for names and logs; its repeat and position within the repeat.
     fold_id: int = 0
+    repeat: int = 0
+    fold_index: int = 0
     # lerobot policy type ("act"; others as lerobot registers them).
     policy_type: str = "act"
     # Extra fields of the lerobot policy config, e.g. {"dim_model": 64}.
@@ -143,6 +145,9 @@ class FoldTrainingConfig:
     def resume_key(self) -> dict[str, Any]:
         """The settings a checkpoint must match to be resumed (everything that changes the result)."""
         data = self.to_dict()
+        # Names and logging settings do not change what is trained.
+        for name in ("run_id", "wandb_project", "repeat", "fold_index"):
+            data.pop(name)
         for volatile in (
             "output_dir",
             "torch_threads",

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from lerobot_kfold import aggregate
 from lerobot_kfold.aggregate import (
     AggregateConfig,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from lerobot_kfold import demo, simulation
 
+from lerobot_kfold import demo, simulation
 from tests.conftest import DEMO_EPISODES
 
 

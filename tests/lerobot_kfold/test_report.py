@@ -8,6 +8,7 @@ import struct
 from typing import Any
 
 import pytest
+
 from lerobot_kfold.aggregate import AggregateConfig, summarize
 from lerobot_kfold.report import (
     figure_png_bytes,

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.model_selection import KFold, StratifiedKFold
+
 from lerobot_kfold.splits import (
     FORMAT_VERSION,
     MAX_MAP_LENGTH,
@@ -28,7 +30,6 @@ from lerobot_kfold.splits import (
     read_plan,
     write_plan,
 )
-from sklearn.model_selection import KFold, StratifiedKFold
 
 DATASET = DatasetIdentity(repo_id="test/pick_place", root="/data/pick_place", fingerprint="abc123")
 

@@ -1,0 +1,395 @@
+"""Tests for the command line, run as a user runs it: ``python -m lerobot_kfold ...`` in a subprocess.
+
+The end-to-end runs train a real tiny ACT on the simulator demo dataset (offline, one torch thread).
+Commands that do not depend on each other run two at a time (the machine has 2 cores), each once in a
+fixture; the tests then read their exit status, output and files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lerobot_kfold import dataset_info
+from lerobot_kfold.splits import FoldPlan, read_plan
+from tests.conftest import DEMO_EPISODES
+
+# Tiny training shared by the end-to-end runs (the default demo ACT of --policy-overrides), one torch
+# thread per process so that two runs at a time stay fast on a 2-core machine.
+TRAINING = ["--steps", "6", "--batch-size", "8", "--eval-every", "3", "--save-every", "3"]
+TRAINING += ["--torch-threads", "1"]
+SHORTEST_TRAINING = ["--steps", "2", "--batch-size", "8", "--eval-every", "2", "--save-every", "2"]
+SIM_EVAL = ["--sim-eval-episodes", "1", "--sim-eval-max-steps", "10"]
+SUMMARY_FILES = ("summary.json", "folds.csv", "report.png", "report.html")
+
+Proc = subprocess.CompletedProcess[str]
+
+
+def cli(*args: Any, cwd: Path | None = None) -> Proc:
+    """``python -m lerobot_kfold ARGS`` in a fresh process, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lerobot_kfold", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+        check=False,
+    )
+
+
+def cli_all(commands: Mapping[str, Sequence[Any]], cwd: Mapping[str, Path] | None = None) -> dict[str, Proc]:
+    """Run independent commands two at a time; their outcomes by name."""
+    cwd = cwd or {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(cli, *args, cwd=cwd.get(name)) for name, args in commands.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _describe(proc: Proc) -> str:
+    stdout, stderr = proc.stdout[-3000:], proc.stderr[-3000:]
+    return f"exit {proc.returncode}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+
+
+def _results(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((run_dir / "folds").glob("fold_*/result.json"))]
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------------- help
+
+HELP_CASES = [
+    pytest.param([], ["demo-dataset", "plan", "train-fold", "aggregate", "run"], id="top-level"),
+    pytest.param(["demo-dataset"], ["--root", "--episodes", "--images"], id="demo-dataset"),
+    pytest.param(["plan"], ["--root", "--output", "--k", "--holdout-fraction"], id="plan"),
+    pytest.param(["train-fold"], ["--plan", "--fold-id", "--steps", "--policy-overrides"], id="train-fold"),
+    pytest.param(["aggregate"], ["--output-dir", "--expected-folds", "--selection-metric"], id="aggregate"),
+    pytest.param(["run"], ["--root", "--output-dir", "--record-demo", "--parallel", "--json"], id="run"),
+]
+
+
+@pytest.fixture(scope="module")
+def help_runs() -> dict[str, Proc]:
+    return cli_all({case.id: [*case.values[0], "--help"] for case in HELP_CASES})
+
+
+class TestHelp:
+    @pytest.mark.parametrize(("command", "options"), HELP_CASES)
+    def test_help_exits_0_and_lists_the_options(self, help_runs, request, command, options):
+        proc = help_runs[request.node.callspec.id]
+        assert proc.returncode == 0, _describe(proc)
+        assert proc.stdout.startswith("usage: python -m lerobot_kfold")
+        for option in options:
+            assert option in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------------- plan
+
+
+class TestPlan:
+    def test_prints_a_manifest_that_parses_and_writes_the_same_one(self, demo_root, tmp_path):
+        manifest = tmp_path / "plan.json"
+
+        proc = cli("plan", "--root", demo_root, "--k", "3", "--output", manifest)
+
+        assert proc.returncode == 0, _describe(proc)
+        plan = FoldPlan.from_json(proc.stdout)
+        assert plan.num_folds == 3
+        assert plan.dataset.num_episodes == DEMO_EPISODES
+        assert plan.dataset.fingerprint == dataset_info.fingerprint(demo_root)
+        assert sorted(e for fold in plan.folds for e in fold.val_episodes) == list(range(DEMO_EPISODES))
+        assert read_plan(manifest) == plan
+        assert f"wrote {manifest} (3 folds" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+Args = Callable[[Path, Path], list[Any]]  # (dataset root, empty folder of the case) -> arguments
+
+
+@dataclass(frozen=True)
+class BadInput:
+    id: str
+    args: Args
+    # Text the error line must contain.
+    names: str
+    # argparse itself rejects the value (it prints its usage before the error line).
+    by_argparse: bool = False
+
+
+def _plan(*extra: str) -> Args:
+    return lambda root, tmp: ["plan", "--root", root, *extra]
+
+
+def _run(*extra: str) -> Args:
+    return lambda root, tmp: ["run", "--root", root, "--output-dir", tmp / "run", *extra]
+
+
+BAD_INPUTS = [
+    BadInput("k-1", _plan("--k", "1"), "k must be at least 2"),
+    BadInput("k-above-episodes", _plan("--k", "20"), "k=20 is greater than the number of episodes (12)"),
+    BadInput(
+        "missing-root-plan", lambda root, tmp: ["plan", "--root", tmp / "no" / "dataset"], "does not exist"
+    ),
+    BadInput(
+        "missing-root-run",
+        lambda root, tmp: ["run", "--root", tmp / "no" / "dataset", "--output-dir", tmp / "run"],
+        "does not exist",
+    ),
+    BadInput(
+        "holdout-fraction-0.7", _plan("--holdout-fraction", "0.7"), "holdout_fraction must be in [0, 0.5)"
+    ),
+    BadInput(
+        "repeats-without-shuffle", _plan("--repeats", "2", "--no-shuffle"), "repeats=2 needs shuffle=True"
+    ),
+    BadInput("zero-steps", _run("--steps", "0"), "steps must be a positive integer"),
+    BadInput(
+        "overrides-not-json",
+        _run("--policy-overrides", "{dim_model: 64"),
+        "--policy-overrides: not valid JSON",
+        by_argparse=True,
+    ),
+    BadInput(
+        "overrides-not-an-object",
+        _run("--policy-overrides", "[64]"),
+        "must be a JSON object",
+        by_argparse=True,
+    ),
+    BadInput(
+        "aggregate-nothing",
+        lambda root, tmp: ["aggregate", tmp, "--output-dir", tmp / "summary"],
+        "no result.json files found",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(demo_root, tmp_path_factory) -> dict[str, tuple[Path, Proc]]:
+    """Each bad command, run once in its own empty folder: (that folder, outcome) by case id."""
+    folders = {case.id: tmp_path_factory.mktemp(f"bad-{case.id}") for case in BAD_INPUTS}
+    procs = cli_all({case.id: case.args(demo_root, folders[case.id]) for case in BAD_INPUTS}, cwd=folders)
+    return {case_id: (folders[case_id], proc) for case_id, proc in procs.items()}
+
+
+class TestBadInput:
+    @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in BAD_INPUTS])
+    def test_exits_2_with_one_error_line_naming_the_problem_and_no_traceback(self, bad_input_runs, case):
+        _, proc = bad_input_runs[case.id]
+        assert proc.returncode == 2, _describe(proc)
+        assert "Traceback" not in proc.stderr
+        error_lines = [line for line in proc.stderr.splitlines() if "error:" in line]
+        assert len(error_lines) == 1, _describe(proc)
+        assert case.names in error_lines[0]
+        assert proc.stdout == ""
+
+    @pytest.mark.parametrize(
+        "case",
+        [pytest.param(c, id=c.id) for c in BAD_INPUTS],
+    )
+    def test_stderr_is_nothing_but_that_error_line(self, bad_input_runs, case):
+        _, proc = bad_input_runs[case.id]
+        assert proc.stderr.startswith("error: ")
+        assert len(proc.stderr.splitlines()) == 1, _describe(proc)
+
+    @pytest.mark.parametrize("case_id", ["missing-root-plan", "missing-root-run", "zero-steps"])
+    def test_leaves_no_dataset_or_run_folder_behind(self, bad_input_runs, case_id):
+        folder, _ = bad_input_runs[case_id]
+        assert list(folder.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ run end to end
+
+
+@dataclass(frozen=True)
+class Run:
+    out: Path
+    proc: Proc
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def runs(demo_root, tmp_path_factory) -> dict[str, Run]:
+    """Two whole runs, side by side.
+
+    "demo": 2 folds on the demo dataset with a 1-episode simulator evaluation per fold (table output).
+    "recorded": ``--record-demo 3`` into a new folder, then 2 folds of 2 steps (``--json`` output).
+    """
+    tmp = tmp_path_factory.mktemp("cli-runs")
+    demo_out, recorded_root, recorded_out = tmp / "demo-run", tmp / "so101_demo", tmp / "recorded-run"
+    demo_args = ["run", "--root", demo_root, "--output-dir", demo_out, "--k", "2", *TRAINING, *SIM_EVAL]
+    recorded_args = ["run", "--record-demo", "3", "--root", recorded_root, "--output-dir", recorded_out]
+    recorded_args += ["--k", "2", *SHORTEST_TRAINING, "--torch-threads", "1", "--json"]
+    procs = cli_all({"demo": demo_args, "recorded": recorded_args})
+    return {
+        "demo": Run(demo_out, procs["demo"], demo_root),
+        "recorded": Run(recorded_out, procs["recorded"], recorded_root),
+    }
+
+
+@pytest.fixture(scope="module")
+def demo_run(runs) -> Run:
+    assert runs["demo"].proc.returncode == 0, _describe(runs["demo"].proc)
+    return runs["demo"]
+
+
+class TestRun:
+    def test_exits_0_and_prints_the_per_fold_table_and_the_report_path(self, runs):
+        run = runs["demo"]
+        assert run.proc.returncode == 0, _describe(run.proc)
+        assert "Traceback" not in run.proc.stderr
+        lines = run.proc.stdout.splitlines()
+        header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["fold", "status"])
+        assert "val L1" in lines[header] and "success" in lines[header]
+        rows = [line.split() for line in lines[header + 2 : header + 4]]
+        assert [row[:2] for row in rows] == [["0", "ok"], ["1", "ok"]]
+        assert f"report: {run.out / 'report.html'}" in lines
+
+    def test_writes_the_plan_the_summary_files_and_every_fold_result(self, demo_run):
+        for name in ("plan.json", *SUMMARY_FILES, "folds/fold_000/result.json", "folds/fold_001/result.json"):
+            assert (demo_run.out / name).is_file(), name
+        assert read_plan(demo_run.out / "plan.json").num_folds == 2
+
+    def test_summary_val_l1_is_the_mean_and_sample_std_of_the_fold_results(self, demo_run):
+        summary = _read_json(demo_run.out / "summary.json")
+        values = [r["metrics"]["val_l1"] for r in _results(demo_run.out)]
+
+        assert len(values) == 2
+        assert summary["totals"]["n_succeeded"] == 2
+        assert summary["metrics"]["val_l1"]["n"] == 2
+        assert summary["metrics"]["val_l1"]["mean"] == pytest.approx((values[0] + values[1]) / 2, rel=1e-12)
+        assert summary["metrics"]["val_l1"]["std"] == pytest.approx(float(np.std(values, ddof=1)), rel=1e-9)
+
+    def test_each_fold_was_evaluated_in_the_simulator(self, demo_run):
+        summary = _read_json(demo_run.out / "summary.json")
+        for result in _results(demo_run.out):
+            assert result["sim"]["sim_episodes"] == 1
+            assert 0.0 <= result["metrics"]["sim_success_rate"] <= 1.0
+        assert summary["metrics"]["sim_success_rate"]["n"] == 2
+
+
+class TestRecordDemo:
+    def test_records_the_dataset_first_then_runs_the_folds_on_it(self, runs):
+        run = runs["recorded"]
+        assert run.proc.returncode == 0, _describe(run.proc)
+        assert "recording a demo dataset of 3 episodes" in run.proc.stderr
+        assert len(dataset_info.episode_infos(run.root)) == 3
+        plan = read_plan(run.out / "plan.json")
+        assert plan.dataset.fingerprint == dataset_info.fingerprint(run.root)
+        assert sorted(len(fold.val_episodes) for fold in plan.folds) == [1, 2]
+        assert _read_json(run.out / "summary.json")["totals"]["n_succeeded"] == 2
+
+    def test_json_output_is_only_the_summary(self, runs):
+        run = runs["recorded"]
+        printed = json.loads(run.proc.stdout)
+        assert printed["metrics"] == _read_json(run.out / "summary.json")["metrics"]
+        assert printed["outputs"]["summary_json"] == str(run.out / "summary.json")
+
+
+# ----------------------------------------------------------------------------- train-fold and aggregate
+
+
+@pytest.fixture(scope="module")
+def follow_ups(demo_run, tmp_path_factory) -> dict[str, tuple[Path, Proc]]:
+    """Commands run on the demo run's plan and fold folders (never modifying them): (folder, outcome).
+
+    "train-fold": fold 0 of the run's plan, same training options, into a new folder.
+    "train-fold-in-run": fold 0 of the run's plan into its default folder, in a copy of the run.
+    "aggregate": the run's fold folders into a new folder; "aggregate-3": the same, expecting 3 folds.
+    """
+    tmp = tmp_path_factory.mktemp("cli-follow-ups")
+    copy = tmp / "run-copy"
+    shutil.copytree(demo_run.out, copy)
+    folders = {
+        "train-fold": tmp / "fold_000",
+        "train-fold-in-run": copy / "folds" / "fold_000",
+        "aggregate": tmp / "summary",
+        "aggregate-3": tmp / "summary-3",
+    }
+    plan, folds = demo_run.out / "plan.json", demo_run.out / "folds"
+    procs = cli_all(
+        {
+            # The same training options as the run.
+            "train-fold": [
+                *("train-fold", "--plan", plan, "--fold-id", "0", "--output-dir", folders["train-fold"]),
+                *TRAINING,
+            ],
+            "train-fold-in-run": ["train-fold", "--plan", copy / "plan.json", "--fold-id", "0", *TRAINING],
+            "aggregate": ["aggregate", folds, "--output-dir", folders["aggregate"], "--expected-folds", "2"],
+            "aggregate-3": [
+                "aggregate",
+                folds,
+                "--output-dir",
+                folders["aggregate-3"],
+                "--expected-folds",
+                "3",
+            ],
+        }
+    )
+    return {name: (folders[name], proc) for name, proc in procs.items()}
+
+
+class TestTrainFold:
+    def test_train_fold_from_the_written_plan_reproduces_the_runs_fold(self, demo_run, follow_ups):
+        fold_dir, proc = follow_ups["train-fold"]
+        assert proc.returncode == 0, _describe(proc)
+        result = json.loads(proc.stdout)
+        from_run = _read_json(demo_run.out / "folds" / "fold_000" / "result.json")
+        assert (result["status"], result["repeat"], result["index"]) == ("ok", 0, 0)
+        assert result["val_episodes"] == from_run["val_episodes"]
+        assert result["metrics"]["val_l1"] == from_run["metrics"]["val_l1"]
+        assert result["learning_curve"] == from_run["learning_curve"]
+        assert _read_json(fold_dir / "result.json")["metrics"] == result["metrics"]
+
+    def test_train_fold_on_a_runs_own_plan_reuses_its_finished_fold(self, demo_run, follow_ups):
+        _, proc = follow_ups["train-fold-in-run"]
+        assert proc.returncode == 0, _describe(proc)
+        assert "already finished" in proc.stderr
+        from_run = _read_json(demo_run.out / "folds" / "fold_000" / "result.json")
+        assert json.loads(proc.stdout)["metrics"] == from_run["metrics"]
+
+
+class TestAggregate:
+    def test_aggregate_over_the_fold_folders_gives_the_runs_summary_numbers(self, demo_run, follow_ups):
+        agg_dir, proc = follow_ups["aggregate"]
+        assert proc.returncode == 0, _describe(proc)
+        printed = json.loads(proc.stdout)
+        from_run = _read_json(demo_run.out / "summary.json")
+        assert set(printed["metrics"]) == set(from_run["metrics"])
+        for name, stats in from_run["metrics"].items():
+            for key in ("n", "mean", "std", "ci_low", "ci_high"):
+                assert printed["metrics"][name][key] == stats[key], (name, key)
+        assert printed["best_fold"]["fold_id"] == from_run["best_fold"]["fold_id"]
+        assert _read_json(agg_dir / "summary.json")["metrics"] == printed["metrics"]
+        for name in SUMMARY_FILES:
+            assert (agg_dir / name).is_file(), name
+
+    def test_aggregate_keeps_each_folds_repeat_and_index(self, demo_run, follow_ups):
+        _, proc = follow_ups["aggregate"]
+        printed = json.loads(proc.stdout)
+        from_run = _read_json(demo_run.out / "summary.json")
+        assert [(f["repeat"], f["index"]) for f in printed["folds"]] == [
+            (f["repeat"], f["index"]) for f in from_run["folds"]
+        ]
+
+    def test_aggregate_refuses_to_average_fewer_folds_than_expected(self, follow_ups):
+        agg_dir, proc = follow_ups["aggregate-3"]
+        assert proc.returncode == 3, _describe(proc)
+        assert proc.stderr.startswith("error: only 2 of 3 folds succeeded")
+        assert "fold 2: no result" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (agg_dir / "summary.json").exists()
