@@ -151,10 +151,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from lerobot_kfold import dataset_info
     from lerobot_kfold.splits import plan_folds, write_plan
 
+    split = _split_config(args)  # parameters first: bad input fails before any file is read
     root = dataset_info.check_dataset_root(args.root)
-    plan = plan_folds(
-        dataset_info.episode_infos(root), _split_config(args), dataset_info.dataset_identity(root)
-    )
+    plan = plan_folds(dataset_info.episode_infos(root), split, dataset_info.dataset_identity(root))
     if args.output:
         write_plan(plan, args.output)
         _progress(f"wrote {args.output} ({plan.num_folds} folds, hash {plan.content_hash()[:12]})")

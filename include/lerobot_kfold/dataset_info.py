@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from lerobot_kfold.splits import DatasetIdentity, EpisodeInfo
 
@@ -74,7 +75,8 @@ def load_episode_table(root: str | Path) -> pd.DataFrame:
     """All rows of ``meta/episodes/*/*.parquet`` (including per-episode stats), sorted by episode index."""
     root = check_dataset_root(root)
     files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
-    table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    # pyarrow directly: pandas.read_parquet left a thread that aborted the process at a fast exit.
+    table = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
     return table.sort_values("episode_index", kind="stable").reset_index(drop=True)
 
 
