@@ -180,6 +180,9 @@ def quiet_third_party_logs() -> None:
         pass
     for name in ("lerobot", "datasets", "accelerate"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # lerobot probes torchcodec (needs a system FFmpeg) and logs a 40-line traceback when it is missing;
+    # every dataset here is read with the pyav backend, so the probe's failure is irrelevant.
+    logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
 
 
 def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> dict[str, Any]:
