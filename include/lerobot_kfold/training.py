@@ -171,11 +171,17 @@ class _WandbRun:
             self._run.finish()
 
 
-def train_fold(config: FoldTrainingConfig, progress: Progress | None = None) -> dict[str, Any]:
+def train_fold(
+    config: FoldTrainingConfig,
+    progress: Progress | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Train and validate one fold; resume from ``output_dir`` when it holds a checkpoint.
 
     Returns the fold result (also written to ``output_dir/result.json``). A run stopped by
     ``stop_at_step`` returns ``status == "interrupted"``: running it again continues from there.
+    ``on_checkpoint(step)`` runs after each checkpoint is on disk and after the result is written:
+    on Modal it commits the Volume, so a preempted or retried call resumes from there.
     """
     say = progress or (lambda message: log.info(message))
     finished = _existing_result(config)
@@ -373,6 +379,8 @@ def train_fold(config: FoldTrainingConfig, progress: Progress | None = None) -> 
                     fold_state,
                     batch_size=config.batch_size,
                 )
+                if on_checkpoint is not None:
+                    on_checkpoint(step)
             if stopping:
                 status = "interrupted"
                 break
@@ -402,6 +410,8 @@ def train_fold(config: FoldTrainingConfig, progress: Progress | None = None) -> 
         )
     result["wall_s"] = round(time.perf_counter() - started, 3)
     write_json_atomic(output_dir / RESULT_FILE, result)
+    if on_checkpoint is not None:
+        on_checkpoint(step)
     return result
 
 

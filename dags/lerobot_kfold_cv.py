@@ -1,0 +1,30 @@
+"""k-fold cross-validation of a LeRobot policy, triggered by hand from the UI or the REST API.
+
+The trigger form holds every setting (validated by JSON schema; see ``kfold_cv.params``). The defaults
+run the local demo: 5 folds of a small ACT on the simulator dataset in ``datasets/so101_demo`` under
+the storage root, in this Airflow's worker. Set ``backend`` to ``modal`` to train each fold on a Modal
+GPU (deploy ``include/lerobot_kfold/modal_app.py`` first and fill the ``modal_default`` connection).
+"""
+
+from __future__ import annotations
+
+import os
+
+from airflow.sdk import DAG
+
+from kfold_cv import kfold_cross_validation
+from kfold_cv.params import kfold_params
+
+with DAG(
+    dag_id="lerobot_kfold_cv",
+    schedule=None,
+    catchup=False,
+    params=kfold_params(),
+    tags=["lerobot", "k-fold", "modal"],
+    doc_md=__doc__,
+):
+    kfold_cross_validation(
+        "kfold_cv",
+        use_params=True,
+        max_parallel_folds=int(os.environ.get("LEROBOT_KFOLD_MAX_PARALLEL_FOLDS", "2")),
+    )

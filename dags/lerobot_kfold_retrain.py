@@ -1,0 +1,60 @@
+"""Retraining: the same k-fold run on a schedule, and whenever the dataset changes.
+
+- ``lerobot_kfold_retrain_weekly`` runs every Monday at 03:00 (cron ``LEROBOT_KFOLD_RETRAIN_CRON``).
+- ``lerobot_kfold_retrain_on_data`` runs when the dataset Asset gets an event: whatever appends
+  episodes (a recording job, a DAG, or ``POST /api/v2/assets/events``) announces it, and the folds are
+  re-planned on the new episodes.
+
+Both update the summary Asset when done, so downstream DAGs (a model registry, a deployment gate) can
+be scheduled on it and read the headline numbers from the event's extra.
+Settings: the ``LEROBOT_KFOLD_RETRAIN_*`` environment variables below, else the local demo.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import DAG, Asset
+
+from kfold_cv import kfold_cross_validation
+
+DATASET_ROOT = os.environ.get("LEROBOT_KFOLD_RETRAIN_DATASET_ROOT", "datasets/so101_demo")
+DATASET_NAME = DATASET_ROOT.rstrip("/").rsplit("/", 1)[-1]
+SETTINGS = {
+    "dataset_root": DATASET_ROOT,
+    "backend": os.environ.get("LEROBOT_KFOLD_RETRAIN_BACKEND", "local"),
+    "k": int(os.environ.get("LEROBOT_KFOLD_RETRAIN_K", "5")),
+    "steps": int(os.environ.get("LEROBOT_KFOLD_RETRAIN_STEPS", "2000")),
+}
+MAX_PARALLEL = int(os.environ.get("LEROBOT_KFOLD_MAX_PARALLEL_FOLDS", "2"))
+
+dataset_asset = Asset(name=f"lerobot_dataset_{DATASET_NAME}", uri=f"lerobot-kfold://datasets/{DATASET_NAME}")
+summary_asset = Asset(
+    name=f"lerobot_kfold_summary_{DATASET_NAME}", uri=f"lerobot-kfold://summaries/{DATASET_NAME}"
+)
+
+with DAG(
+    dag_id="lerobot_kfold_retrain_weekly",
+    schedule=os.environ.get("LEROBOT_KFOLD_RETRAIN_CRON", "0 3 * * 1"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["lerobot", "k-fold", "retrain"],
+    doc_md=__doc__,
+):
+    kfold_cross_validation(
+        "kfold_cv", settings=SETTINGS, max_parallel_folds=MAX_PARALLEL, summary_asset=summary_asset
+    )
+
+with DAG(
+    dag_id="lerobot_kfold_retrain_on_data",
+    schedule=[dataset_asset],
+    catchup=False,
+    max_active_runs=1,
+    tags=["lerobot", "k-fold", "retrain"],
+    doc_md=__doc__,
+):
+    kfold_cross_validation(
+        "kfold_cv", settings=SETTINGS, max_parallel_folds=MAX_PARALLEL, summary_asset=summary_asset
+    )

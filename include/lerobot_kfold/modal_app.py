@@ -1,0 +1,128 @@
+"""The Modal app: the k-fold jobs as deployed Modal functions, with a Volume for their files.
+
+Deploy it once per Modal environment (it needs the repository checkout for ``requirements.txt``)::
+
+    modal deploy include/lerobot_kfold/modal_app.py
+
+Optional, at deploy time: ``LEROBOT_KFOLD_WANDB_SECRET=wandb`` attaches the Modal secret of that name
+(it must hold ``WANDB_API_KEY``) to ``train_fold``, so W&B keys never pass through Airflow;
+``LEROBOT_KFOLD_HF_SECRET`` does the same for a hub token (private datasets).
+
+Functions (the bodies are ``lerobot_kfold.jobs``; the Airflow side calls them by name):
+
+- ``prepare_dataset``: on CPU; fetches a hub dataset into the Volume once and returns the episode
+  metadata fold planning needs.
+- ``train_fold``: on a GPU; one fold, its files under the run's folder on the Volume. The Volume is
+  committed after every checkpoint, so a preempted or retried call resumes where the last one stopped.
+- ``aggregate``: on CPU; the summary files and report, written next to the folds.
+
+GPU type, timeout and retries set here are defaults; the caller overrides them per call with
+``Function.with_options`` (the ModalGPUOperator does this from its ``gpu``/``timeout``/``retries``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import modal
+
+from lerobot_kfold import jobs
+
+APP_NAME = "lerobot-kfold"
+VOLUME_NAME = "lerobot-kfold"
+# Where the Volume is mounted in every container; the jobs' storage root there.
+VOLUME_MOUNT = "/vol"
+DEFAULT_GPU = "L4"
+# Python and system packages the image needs besides the pinned requirements.
+_APT_PACKAGES = ("ffmpeg", "libgl1", "libglib2.0-0", "libosmesa6")
+_REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements.txt"
+
+
+def runtime_requirements(path: Path = _REQUIREMENTS) -> list[str]:
+    """The pinned requirements without Airflow: the container runs jobs, not the orchestrator.
+
+    Empty when the file is absent, as inside a running container (the image is already built there).
+    """
+    if not path.is_file():
+        return []
+    pins = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith(("-", "apache-airflow")):
+            pins.append(line)
+    return pins
+
+
+def _secrets(*env_names: str) -> list[modal.Secret]:
+    return [modal.Secret.from_name(os.environ[name]) for name in env_names if os.environ.get(name)]
+
+
+image = (
+    modal.Image.debian_slim(python_version="3.12")
+    .apt_install(*_APT_PACKAGES)
+    .pip_install(*runtime_requirements())
+    .env(
+        {
+            "LEROBOT_KFOLD_STORAGE": VOLUME_MOUNT,
+            "HF_HOME": f"{VOLUME_MOUNT}/.cache/huggingface",
+            "MUJOCO_GL": "osmesa",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    .add_local_python_source("lerobot_kfold")
+)
+app = modal.App(APP_NAME, image=image)
+volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
+
+
+def _commit(_step: int = 0) -> None:
+    """Persist the Volume's changes now (in a container); a no-op when the body runs locally."""
+    if not modal.is_local():
+        volume.commit()
+
+
+def _reload() -> None:
+    """See what earlier calls committed (a resumed fold needs its last checkpoint)."""
+    if not modal.is_local():
+        volume.reload()
+
+
+@app.function(
+    volumes={VOLUME_MOUNT: volume}, cpu=2.0, timeout=3600, secrets=_secrets("LEROBOT_KFOLD_HF_SECRET")
+)
+def prepare_dataset(
+    dataset_root: str = "", repo_id: str = "", revision: str = "", policy_type: str = "act"
+) -> dict[str, Any]:
+    _reload()
+    try:
+        return jobs.prepare_dataset(dataset_root, repo_id, revision, policy_type)
+    finally:
+        _commit()
+
+
+@app.function(
+    volumes={VOLUME_MOUNT: volume},
+    gpu=DEFAULT_GPU,
+    timeout=4 * 3600,
+    retries=modal.Retries(max_retries=2, initial_delay=10.0, backoff_coefficient=2.0),
+    secrets=_secrets("LEROBOT_KFOLD_WANDB_SECRET"),
+)
+def train_fold(config: dict[str, Any]) -> dict[str, Any]:
+    _reload()
+    return jobs.train_fold(config, on_checkpoint=_commit)
+
+
+@app.function(volumes={VOLUME_MOUNT: volume}, cpu=1.0, timeout=1800)
+def aggregate(
+    run_folder: str,
+    plan: dict[str, Any],
+    aggregation: dict[str, Any] | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    _reload()
+    try:
+        return jobs.aggregate(run_folder, plan, aggregation, run_id)
+    finally:
+        _commit()

@@ -1,0 +1,65 @@
+"""Where a k-fold run keeps its files: one storage root, the same layout on Modal and locally.
+
+Why: the Airflow side plans folds and names output folders, but the work runs elsewhere (a Modal
+container with the Volume mounted, or the Airflow worker itself). Paths travel as *storage paths*:
+relative ones are resolved against the storage root of the machine that runs the job, so one plan is
+valid on both backends. The root is ``$LEROBOT_KFOLD_STORAGE``; the Modal image sets it to the Volume's
+mount point, and a local install defaults to ``~/lerobot-kfold``.
+
+Layout under the root::
+
+    datasets/<owner>/<name>/          datasets fetched from the hub (once, shared by all folds)
+    runs/<dag id>/<run id>/           one k-fold run: plan.json, folds/fold_NNN/, summary files
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+STORAGE_ENV = "LEROBOT_KFOLD_STORAGE"
+DATASETS_DIR = "datasets"
+RUNS_DIR = "runs"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def storage_root() -> Path:
+    """The storage root of this machine: ``$LEROBOT_KFOLD_STORAGE`` or ``~/lerobot-kfold``."""
+    configured = os.environ.get(STORAGE_ENV, "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / "lerobot-kfold"
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """An absolute path stays as it is; a relative one is taken under the storage root."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else storage_root() / path
+
+
+def safe_name(text: str) -> str:
+    """A folder name for an arbitrary id (Airflow run ids hold ':' and '+').
+
+    Characters outside ``[A-Za-z0-9._-]`` become ``_``; when anything was replaced, a short hash of the
+    original is appended, so two ids that differ only in such characters never share a folder.
+    """
+    if not text or text in {".", ".."}:
+        raise ValueError(f"cannot make a folder name from {text!r}")
+    cleaned = _UNSAFE.sub("_", text)
+    if cleaned == text:
+        return text
+    return f"{cleaned}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def run_folder(dag_id: str, run_id: str) -> str:
+    """Storage path of one DAG run's outputs: every output of a run is namespaced by its run id."""
+    return f"{RUNS_DIR}/{safe_name(dag_id)}/{safe_name(run_id)}"
+
+
+def dataset_folder(repo_id: str) -> str:
+    """Storage path where a hub dataset is fetched to (``owner/name`` keeps its two parts)."""
+    parts = repo_id.strip().split("/")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"dataset repo id must look like 'owner/name', got {repo_id!r}")
+    return "/".join([DATASETS_DIR, *(safe_name(p) for p in parts)])

@@ -1,0 +1,257 @@
+"""``kfold_cross_validation``: the k-fold workflow as a task group any DAG can embed.
+
+    validate -> prepare_dataset -> plan -> train_fold (mapped: "fold 0", "fold 1", ...) -> aggregate
+
+- ``validate`` (worker): every setting, the storage root, the dataset (local backend) or the Modal
+  connection and deployed app (modal backend). It is the last point where a mistake costs nothing.
+- ``prepare_dataset`` (Modal CPU or local): fetches a hub dataset once into storage, checks the
+  policy's features, returns the episode metadata.
+- ``plan`` (worker): the library's fold manifest, and one training config per fold.
+- ``train_fold``: one ``ModalGPUOperator`` per fold (dynamic task mapping), concurrency capped per run.
+- ``aggregate``: runs once every fold has finished, failed ones included; fails when fewer than
+  ``min_successful_folds`` succeeded (never averages fewer folds silently); writes summary.json,
+  folds.csv and the report next to the folds; returns the summary (means, stds, intervals, best fold,
+  file locations) as its XCom.
+
+Every output lives under ``runs/<dag id>/<run id>/<group id>/`` in storage, so runs never overwrite
+each other. Settings come from ``settings=`` (constants), from the DAG run's Params (``use_params=True``,
+for the UI trigger form), or both (constants win).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from airflow.sdk import Asset, TaskGroup, get_current_context, task
+from airflow.task.trigger_rule import TriggerRule
+
+from kfold_cv.settings import CVSettings
+from lerobot_kfold import jobs, storage
+from lerobot_kfold.splits import DatasetIdentity, EpisodeInfo, plan_folds
+from modal_gpu.hooks import ModalGPUHook
+from modal_gpu.operators import ModalGPUOperator
+
+APP_MODULE = "lerobot_kfold.modal_app"
+DEFAULT_APP_NAME = "lerobot-kfold"
+_SETTING_NAMES = {f.name for f in dataclasses.fields(CVSettings)}
+
+
+def kfold_cross_validation(
+    group_id: str = "kfold_cv",
+    *,
+    settings: dict[str, Any] | None = None,
+    use_params: bool = False,
+    app_name: str = DEFAULT_APP_NAME,
+    modal_conn_id: str = ModalGPUHook.default_conn_name,
+    max_parallel_folds: int = 4,
+    fold_retries: int = 1,
+    deferrable: bool = True,
+    poll_interval: float = 15.0,
+    summary_asset: Asset | None = None,
+) -> TaskGroup:
+    """Add the k-fold task group to the DAG being defined and return it.
+
+    :param settings: ``CVSettings`` fields as constants (they override Params).
+    :param use_params: read ``CVSettings`` fields from the DAG run's Params (see ``kfold_params``).
+    :param app_name: the deployed Modal app (``modal deploy include/lerobot_kfold/modal_app.py``).
+    :param modal_conn_id: Airflow connection of type ``modal`` (backend modal).
+    :param max_parallel_folds: folds of one run that train at once (``max_active_tis_per_dagrun``;
+        Airflow fixes it when the DAG is parsed). On the local backend each fold gets
+        ``cpu_count // max_parallel_folds`` torch threads.
+    :param fold_retries: Airflow retries of a fold task; a retry re-attaches to a running Modal call,
+        and a fold resumes from its last checkpoint either way.
+    :param summary_asset: an Asset updated with the summary, so downstream DAGs can react.
+    """
+    if max_parallel_folds < 1:
+        raise ValueError(f"max_parallel_folds must be >= 1, got {max_parallel_folds}")
+    constants = dict(settings or {})
+    unknown = sorted(set(constants) - _SETTING_NAMES)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; known settings: {sorted(_SETTING_NAMES)}")
+    if not use_params:
+        CVSettings.from_mapping(constants)  # fail at parse time for constants-only groups
+
+    with TaskGroup(group_id=group_id, tooltip="k-fold cross-validation of a LeRobot policy") as group:
+        validate_id = f"{group.group_id}.validate" if group.group_id else "validate"
+
+        def pulled(key: str) -> str:
+            return f"{{{{ ti.xcom_pull(task_ids='{validate_id}', key='{key}') }}}}"
+
+        common: dict[str, Any] = {
+            "app_name": app_name,
+            "modal_conn_id": modal_conn_id,
+            "backend": pulled("backend"),
+            "deferrable": deferrable,
+            "poll_interval": poll_interval,
+        }
+
+        @task(task_id="validate", multiple_outputs=True)
+        def validate() -> dict[str, Any]:
+            context = get_current_context()
+            values: dict[str, Any] = {}
+            if use_params:
+                values.update({k: v for k, v in context["params"].items() if k in _SETTING_NAMES})
+            values.update(constants)
+            cv = CVSettings.from_mapping(values)
+            dag_run = context["dag_run"]
+            run_folder = f"{storage.run_folder(dag_run.dag_id, dag_run.run_id)}/{storage.safe_name(group_id)}"
+            if cv.backend == "local":
+                _check_local(cv, run_folder)
+            else:
+                _check_modal(app_name, modal_conn_id)
+            print(f"k-fold settings: {cv.to_dict()}")
+            where = f"local {storage.storage_root()}" if cv.backend == "local" else "the Modal Volume"
+            print(f"outputs: {run_folder} in storage ({where})")
+            return {
+                "settings": cv.to_dict(),
+                "backend": cv.backend,
+                "gpu": cv.gpu,
+                "timeout_s": cv.timeout_s,
+                "run_folder": run_folder,
+                "prepare_kwargs": {
+                    "dataset_root": cv.dataset_root,
+                    "repo_id": cv.dataset_repo_id,
+                    "policy_type": cv.policy_type,
+                },
+            }
+
+        validated = validate()
+
+        prepared = ModalGPUOperator(
+            task_id="prepare_dataset",
+            function_name="prepare_dataset",
+            function_kwargs=validated["prepare_kwargs"],
+            local_callable=f"{APP_MODULE}:prepare_dataset",
+            **common,
+        )
+
+        @task(task_id="plan")
+        def plan(settings: dict[str, Any], run_folder: str, dataset: dict[str, Any]) -> list[dict[str, Any]]:
+            """One training config per fold (the mapped list); the aggregation inputs as a second XCom."""
+            context = get_current_context()
+            cv = CVSettings.from_mapping(settings)
+            identity = DatasetIdentity(
+                repo_id=dataset["repo_id"],
+                root=dataset["dataset_root"],
+                fingerprint=dataset["fingerprint"],
+                num_episodes=dataset["num_episodes"],
+            )
+            episodes = [EpisodeInfo(e["index"], e["task"], e["length"]) for e in dataset["episodes"]]
+            fold_plan = plan_folds(episodes, cv.split_config(), identity)
+            threads = max(1, (os.cpu_count() or 1) // max_parallel_folds) if cv.backend == "local" else None
+            training = cv.training_params(torch_threads=threads)
+            run_id = f"{context['dag_run'].dag_id}/{context['dag_run'].run_id}"
+            fold_kwargs = [
+                {
+                    "config": training.fold_config(
+                        jobs.fold_folder(run_folder, fold.fold_id),
+                        dataset["dataset_root"],
+                        fold,
+                        dataset["repo_id"],
+                        run_id,
+                    ).to_dict()
+                }
+                for fold in fold_plan.folds
+            ]
+            print(
+                f"planned {fold_plan.num_folds} folds over {identity.num_episodes} episodes "
+                f"(k={cv.k}, repeats={cv.repeats}, held out {len(fold_plan.holdout_episodes)}), "
+                f"plan {fold_plan.content_hash()[:12]}"
+            )
+            aggregate_kwargs = {
+                "run_folder": run_folder,
+                "plan": fold_plan.to_dict(),
+                "aggregation": dataclasses.asdict(cv.aggregate_config()),
+                "run_id": run_id,
+            }
+            context["ti"].xcom_push(key="aggregate_kwargs", value=aggregate_kwargs)
+            return fold_kwargs
+
+        planned = plan(validated["settings"], validated["run_folder"], prepared.output)
+
+        trained = ModalGPUOperator.partial(
+            task_id="train_fold",
+            function_name="train_fold",
+            local_callable=f"{APP_MODULE}:train_fold",
+            gpu=pulled("gpu"),
+            timeout=pulled("timeout_s"),
+            map_index_template="fold {{ task.function_kwargs['config']['fold_id'] }}",
+            max_active_tis_per_dagrun=max_parallel_folds,
+            retries=fold_retries,
+            **common,
+        ).expand(function_kwargs=planned)
+
+        aggregated = ModalGPUOperator(
+            task_id="aggregate",
+            function_name="aggregate",
+            function_kwargs=planned["aggregate_kwargs"],
+            local_callable=f"{APP_MODULE}:aggregate",
+            trigger_rule=TriggerRule.ALL_DONE,
+            **common,
+        )
+        trained >> aggregated
+
+        if summary_asset is not None:
+
+            @task(task_id="publish_summary", outlets=[summary_asset])
+            def publish_summary(summary: dict[str, Any]) -> None:
+                """Emit the summary asset event, with the headline numbers in its extra."""
+                context = get_current_context()
+                context["outlet_events"][summary_asset].extra = headline(summary)
+
+            publish_summary(aggregated.output)
+    return group
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers a downstream DAG decides on: metric means and intervals, the best fold, files."""
+    metrics = {
+        name: {key: stats.get(key) for key in ("mean", "std", "ci_low", "ci_high", "n")}
+        for name, stats in summary.get("metrics", {}).items()
+    }
+    return {
+        "run_id": summary.get("run_id"),
+        "totals": summary.get("totals"),
+        "metrics": metrics,
+        "best_fold": summary.get("best_fold"),
+        "summary_json": summary.get("outputs", {}).get("summary_json"),
+    }
+
+
+def _check_local(cv: CVSettings, run_folder: str) -> None:
+    from lerobot_kfold import dataset_info
+
+    root = storage.storage_root()
+    folder = storage.resolve(run_folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write outputs under the storage root {root}: {exc}. Set LEROBOT_KFOLD_STORAGE to a "
+            "writable folder."
+        ) from exc
+    if cv.dataset_root:
+        dataset = dataset_info.check_dataset_root(storage.resolve(cv.dataset_root))
+        dataset_info.check_policy_features(dataset, cv.policy_type)
+
+
+def _check_modal(app_name: str, modal_conn_id: str) -> None:
+    """The connection resolves and the app's functions are deployed: a missing deploy fails here."""
+    import modal
+
+    hook = ModalGPUHook(modal_conn_id=modal_conn_id)
+    for name in ("prepare_dataset", "train_fold", "aggregate"):
+        try:
+            hook.get_function(app_name, name).hydrate()
+        except modal.exception.NotFoundError as exc:
+            raise ValueError(
+                f"Modal app {app_name!r} has no deployed function {name!r} ({exc}). Deploy it with "
+                "`modal deploy include/lerobot_kfold/modal_app.py`, or set backend to 'local'."
+            ) from exc
+        except modal.exception.AuthError as exc:
+            raise ValueError(
+                f"Modal rejected the credentials of connection {modal_conn_id!r}: {exc}. Check its token id "
+                "(login) and token secret (password)."
+            ) from exc

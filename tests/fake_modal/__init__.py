@@ -1,0 +1,1 @@
+"""A fake Modal control plane for testing the real modal client offline (see server.py)."""
