@@ -4,6 +4,10 @@ The trigger form holds every setting (validated by JSON schema; see ``kfold_cv.p
 run the local demo: 5 folds of a small ACT on the simulator dataset in ``datasets/so101_demo`` under
 the storage root, in this Airflow's worker. Set ``backend`` to ``modal`` to train each fold on a Modal
 GPU (deploy ``include/lerobot_kfold/modal_app.py`` first and fill the ``modal_default`` connection).
+
+Deployment settings (environment): ``LEROBOT_KFOLD_STORAGE`` (local storage root),
+``LEROBOT_KFOLD_MAX_PARALLEL_FOLDS`` (folds of one run training at once, default 2; Airflow fixes it at
+parse time, so it is not a trigger-form field), ``LEROBOT_KFOLD_POLL_INTERVAL_S`` (Modal status checks).
 """
 
 from __future__ import annotations
@@ -27,4 +31,5 @@ with DAG(
         "kfold_cv",
         use_params=True,
         max_parallel_folds=int(os.environ.get("LEROBOT_KFOLD_MAX_PARALLEL_FOLDS", "2")),
+        poll_interval=float(os.environ.get("LEROBOT_KFOLD_POLL_INTERVAL_S", "15")),
     )

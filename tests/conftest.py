@@ -12,6 +12,19 @@ os.environ.setdefault("HF_HOME", str(REPO / ".cache" / "huggingface"))
 os.environ.setdefault("HF_LEROBOT_HOME", str(REPO / ".cache" / "huggingface" / "lerobot"))
 os.environ.setdefault("MPLCONFIGDIR", str(REPO / ".cache" / "matplotlib"))
 os.environ.setdefault("WANDB_DIR", str(REPO / ".cache" / "wandb"))
+# Airflow reads its configuration when first imported: a private home and SQLite database for the tests,
+# this project's dags and plugins, no examples.
+os.environ["AIRFLOW_HOME"] = str(REPO / ".cache" / "airflow-tests")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+# Ambient Modal credentials never reach a test: each test points the client at its fake control plane.
+for _name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_SERVER_URL", "MODAL_PROFILE"):
+    os.environ.pop(_name, None)
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -26,3 +39,18 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo") / "so101_demo"
     record_demo_dataset(DemoConfig(root=root, num_episodes=DEMO_EPISODES, seed=0))
     return root
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata database in the tests' Airflow home (for dag.test and connections)."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
+    return home

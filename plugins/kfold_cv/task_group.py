@@ -188,9 +188,11 @@ def kfold_cross_validation(
             function_name="aggregate",
             function_kwargs=planned["aggregate_kwargs"],
             local_callable=f"{APP_MODULE}:aggregate",
-            trigger_rule=TriggerRule.ALL_DONE,
+            trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
             **common,
         )
+        # all_done_min_one_success: after every fold, failed ones included, but only when planning itself
+        # succeeded (plan is a direct upstream through its XCom); a failed validate skips it.
         trained >> aggregated
 
         if summary_asset is not None:

@@ -1,0 +1,177 @@
+"""The manual k-fold DAG, run end to end with ``dag.test()`` on a freshly recorded simulator dataset.
+
+Backend local trains in this process; backend modal goes through the real ``modal`` client to the fake
+Modal control plane, which runs the same function bodies. Both must give a summary in XCom that matches
+the fold results, and the files on storage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dags.conftest import rendered_map_indexes, task_states, xcom_values
+
+DAG_ID = "lerobot_kfold_cv"
+TINY = {"steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
+APP_FUNCTIONS = {
+    f"lerobot-kfold/{name}": f"lerobot_kfold.modal_app:{name}"
+    for name in ("prepare_dataset", "train_fold", "aggregate")
+}
+
+pytestmark = pytest.mark.slow
+
+
+def _check_summary_against_folds(summary: dict[str, Any], folds: dict[int, dict[str, Any]], k: int) -> None:
+    assert sorted(folds) == list(range(k))
+    assert summary["totals"]["n_folds"] == k
+    assert summary["totals"]["n_succeeded"] == k
+    assert summary["failed_folds"] == []
+    values = [folds[i]["metrics"]["val_l1"] for i in range(k)]
+    stats = summary["metrics"]["val_l1"]
+    assert stats["n"] == k
+    assert math.isclose(stats["mean"], statistics.fmean(values), rel_tol=1e-9)
+    assert math.isclose(stats["std"], statistics.stdev(values), rel_tol=1e-9)
+    assert stats["ci_low"] < stats["mean"] < stats["ci_high"]
+    best = min(range(k), key=lambda i: values[i])
+    assert summary["best_fold"]["fold_id"] == best
+    assert summary["best_fold"]["value"] == values[best]
+    assert "folds" not in summary, "per-fold rows stay in the files, not in XCom"
+    assert len(json.dumps(summary)) < 20_000, "the summary XCom must stay small"
+
+
+def _check_files(storage: Path, summary: dict[str, Any], demo_root: Path, k: int) -> None:
+    run_dir = storage / summary["run_folder"]
+    for key in ("summary_json", "folds_csv", "report_png", "report_html"):
+        assert Path(summary["outputs"][key]).is_file()
+        assert Path(summary["outputs"][key]).parent == run_dir
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["metrics"] == summary["metrics"]
+    assert len(on_disk["folds"]) == k
+    plan = json.loads((run_dir / "plan.json").read_text())
+    held_out = sorted(e for fold in plan["folds"] for e in fold["val_episodes"])
+    n_episodes = json.loads((demo_root / "meta" / "info.json").read_text())["total_episodes"]
+    assert held_out == list(range(n_episodes)), "every episode is held out exactly once"
+    for fold_id in range(k):
+        assert (run_dir / "folds" / f"fold_{fold_id:03d}" / "result.json").is_file()
+
+
+class TestLocalBackend:
+    def test_runs_every_fold_in_the_worker_and_summarizes_them(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        storage = tmp_path / "storage"
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(storage))
+        dag = dagbag.get_dag(DAG_ID)
+
+        run = dag.test(run_conf={"dataset_root": str(demo_root), "k": 3, "backend": "local", **TINY})
+
+        assert run.state == "success", task_states(run)
+        folds = xcom_values(run, "kfold_cv.train_fold")
+        assert all(fold["status"] == "ok" for fold in folds.values())
+        summary = xcom_values(run, "kfold_cv.aggregate")[-1]
+        _check_summary_against_folds(summary, folds, k=3)
+        _check_files(storage, summary, demo_root, k=3)
+        assert summary["run_folder"].startswith(f"runs/{DAG_ID}/")
+        assert rendered_map_indexes(run, "kfold_cv.train_fold") == {0: "fold 0", 1: "fold 1", 2: "fold 2"}
+        assert xcom_values(run, "kfold_cv.train_fold", key="modal_call_id") == {}
+
+    def test_two_runs_keep_separate_outputs(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(tmp_path))
+        dag = dagbag.get_dag(DAG_ID)
+        conf = {"dataset_root": str(demo_root), "k": 2, **TINY, "steps": 2}
+
+        first = dag.test(run_conf=conf)
+        second = dag.test(run_conf={**conf, "seed": 1})
+
+        summaries = [xcom_values(run, "kfold_cv.aggregate")[-1] for run in (first, second)]
+        assert summaries[0]["run_folder"] != summaries[1]["run_folder"]
+        for summary in summaries:
+            assert (
+                json.loads(Path(summary["outputs"]["summary_json"]).read_text())["run_id"]
+                == summary["run_id"]
+            )
+
+    def test_a_missing_dataset_fails_in_validate_before_any_training(
+        self, dagbag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(tmp_path))
+        dag = dagbag.get_dag(DAG_ID)
+
+        run = dag.test(run_conf={"dataset_root": str(tmp_path / "nowhere"), **TINY})
+
+        states = task_states(run)
+        assert run.state == "failed"
+        assert states[("kfold_cv.validate", -1)] == "failed"
+        assert not any(
+            task == "kfold_cv.train_fold" and state == "success" for (task, _), state in states.items()
+        )
+        assert not (tmp_path / "runs" / DAG_ID).exists() or not any(
+            (tmp_path / "runs" / DAG_ID).rglob("result.json")
+        )
+
+
+class TestModalBackend:
+    def test_spawns_one_gpu_call_per_fold_and_summarizes_their_results(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import modal
+
+        from tests.fake_modal.control_plane import FakeModalControlPlane
+
+        storage = tmp_path / "volume"
+        plane = FakeModalControlPlane(
+            APP_FUNCTIONS,
+            tmp_path / "plane",
+            env={"LEROBOT_KFOLD_STORAGE": str(storage), "HF_HUB_OFFLINE": "1"},
+        )
+        with plane:
+            for name, value in plane.client_env().items():
+                monkeypatch.setenv(name, value)
+            monkeypatch.setenv(
+                "AIRFLOW_CONN_MODAL_DEFAULT",
+                json.dumps({"conn_type": "modal", "login": "ak-fake", "password": "as-fake"}),
+            )
+            modal.Client._set_env_client(None)
+            dag = dagbag.get_dag(DAG_ID)
+            for task in dag.tasks:  # poll the fake often (the DAG's default suits real GPUs)
+                if hasattr(task, "poll_interval"):
+                    task.poll_interval = 0.2
+                elif hasattr(task, "partial_kwargs") and "poll_interval" in task.partial_kwargs:
+                    task.partial_kwargs["poll_interval"] = 0.2
+
+            run = dag.test(
+                run_conf={
+                    "dataset_root": str(demo_root),
+                    "k": 3,
+                    "backend": "modal",
+                    "gpu": "H100",
+                    "timeout_s": 900,
+                    **TINY,
+                }
+            )
+            spawns = plane.spawns()
+
+        assert run.state == "success", task_states(run)
+        by_function: dict[str, list[dict[str, Any]]] = {}
+        for spawn in spawns:
+            by_function.setdefault(spawn["function"], []).append(spawn)
+        assert {name: len(calls) for name, calls in by_function.items()} == {
+            "prepare_dataset": 1,
+            "train_fold": 3,
+            "aggregate": 1,
+        }
+        assert {(s["gpu"], s["timeout"]) for s in by_function["train_fold"]} == {("H100", 900)}
+        call_ids = xcom_values(run, "kfold_cv.train_fold", key="modal_call_id")
+        assert sorted(call_ids.values()) == sorted(s["call_id"] for s in by_function["train_fold"])
+        folds = xcom_values(run, "kfold_cv.train_fold")
+        summary = xcom_values(run, "kfold_cv.aggregate")[-1]
+        _check_summary_against_folds(summary, folds, k=3)
+        _check_files(storage, summary, demo_root, k=3)

@@ -1,0 +1,141 @@
+"""The k-fold jobs: the bodies of the Modal functions, also run as they are by the local backend."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lerobot_kfold import jobs
+from lerobot_kfold.aggregate import NotEnoughFoldsError
+from lerobot_kfold.dataset_info import DatasetError, dataset_identity, episode_infos
+from lerobot_kfold.runner import TrainingParams
+from lerobot_kfold.splits import SplitConfig, plan_folds
+from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES
+
+
+@pytest.fixture
+def storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "storage"
+    monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(root))
+    return root
+
+
+@pytest.fixture
+def stored_demo(storage: Path, demo_root: Path) -> str:
+    """The demo dataset copied into storage; returns its storage path."""
+    shutil.copytree(demo_root, storage / "datasets" / "demo")
+    return "datasets/demo"
+
+
+class TestPrepareDataset:
+    def test_describes_a_dataset_in_storage_for_planning(self, stored_demo: str, demo_root: Path) -> None:
+        out = jobs.prepare_dataset(dataset_root=stored_demo)
+        assert out["dataset_root"] == stored_demo, "the storage path travels, not this machine's path"
+        assert out["num_episodes"] == len(out["episodes"]) == len(episode_infos(demo_root))
+        assert out["fingerprint"] == dataset_identity(demo_root).fingerprint
+        assert {"action", "observation.state"} <= set(out["features"])
+        json.dumps(out)  # it goes through XCom and Modal as JSON
+
+    def test_a_hub_dataset_already_in_storage_is_not_fetched_again(
+        self, storage: Path, demo_root: Path
+    ) -> None:
+        shutil.copytree(demo_root, storage / "datasets" / "owner" / "demo")
+        out = jobs.prepare_dataset(repo_id="owner/demo")  # HF_HUB_OFFLINE=1: a fetch would fail
+        assert out["dataset_root"] == "datasets/owner/demo"
+        assert out["repo_id"] == "owner/demo"
+
+    def test_needs_a_root_or_a_repo_id(self, storage: Path) -> None:
+        with pytest.raises(ValueError, match="dataset_root"):
+            jobs.prepare_dataset()
+
+    def test_a_missing_root_fails_clearly(self, storage: Path) -> None:
+        with pytest.raises(DatasetError, match="does not exist"):
+            jobs.prepare_dataset(dataset_root="datasets/nowhere")
+
+
+def _fold_configs(stored: str, storage: Path, run_folder: str, **overrides) -> list[dict]:
+    root = storage / stored
+    plan = plan_folds(episode_infos(root), SplitConfig(k=2, seed=0), dataset_identity(root))
+    params = TrainingParams(
+        policy_overrides=dict(DEMO_ACT_OVERRIDES),
+        **{"steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8, "torch_threads": 1, **overrides},
+    )
+    configs = [
+        params.fold_config(jobs.fold_folder(run_folder, f.fold_id), stored, f, "local/demo", "run").to_dict()
+        for f in plan.folds
+    ]
+    return plan, configs
+
+
+@pytest.mark.slow
+class TestTrainFold:
+    def test_trains_under_storage_and_returns_a_compact_result(self, stored_demo: str, storage: Path) -> None:
+        _, configs = _fold_configs(stored_demo, storage, "runs/d/r")
+        checkpoints: list[int] = []
+
+        result = jobs.train_fold(configs[0], on_checkpoint=checkpoints.append)
+
+        assert result["status"] == "ok"
+        assert result["output_dir"] == "runs/d/r/folds/fold_000"
+        assert "learning_curve" not in result
+        full = json.loads((storage / "runs/d/r/folds/fold_000/result.json").read_text())
+        assert full["metrics"] == result["metrics"]
+        assert full["learning_curve"], "the full result with its curve stays on storage"
+        assert checkpoints == [2, 4, 4], "after each checkpoint and once the result is written"
+
+    def test_a_failure_leaves_error_json_and_raises(self, stored_demo: str, storage: Path) -> None:
+        _, configs = _fold_configs(stored_demo, storage, "runs/d/r")
+        broken = {**configs[0], "val_episodes": [999]}  # no such episode
+
+        with pytest.raises(Exception):  # noqa: B017 - whatever lerobot raises must propagate
+            jobs.train_fold(broken)
+
+        error = json.loads((storage / "runs/d/r/folds/fold_000/error.json").read_text())
+        assert error["status"] == "failed" and error["fold_id"] == 0 and error["error"]
+
+
+class TestAggregate:
+    def _write_result(self, storage: Path, run_folder: str, fold_id: int, val_l1: float) -> None:
+        folder = storage / jobs.fold_folder(run_folder, fold_id)
+        folder.mkdir(parents=True)
+        result = {"fold_id": fold_id, "status": "ok", "metrics": {"val_l1": val_l1}, "wall_s": 1.0}
+        (folder / jobs.RESULT_FILE).write_text(json.dumps(result))
+
+    def _plan(self, stored: str, storage: Path) -> dict:
+        root = storage / stored
+        return plan_folds(episode_infos(root), SplitConfig(k=3, seed=0), dataset_identity(root)).to_dict()
+
+    def test_summarizes_the_folds_found_in_storage_and_writes_the_files(
+        self, stored_demo: str, storage: Path
+    ) -> None:
+        for fold_id, value in enumerate([0.3, 0.1, 0.2]):
+            self._write_result(storage, "runs/d/r", fold_id, value)
+
+        summary = jobs.aggregate("runs/d/r", self._plan(stored_demo, storage), run_id="d/r")
+
+        assert summary["metrics"]["val_l1"]["mean"] == pytest.approx(0.2)
+        assert summary["best_fold"]["fold_id"] == 1
+        assert "folds" not in summary
+        for name in ("plan.json", "summary.json", "folds.csv", "report.png", "report.html"):
+            assert (storage / "runs/d/r" / name).is_file()
+
+    def test_a_fold_without_result_counts_as_failed_never_silently_dropped(
+        self, stored_demo: str, storage: Path
+    ) -> None:
+        self._write_result(storage, "runs/d/r", 0, 0.3)
+        folder = storage / jobs.fold_folder("runs/d/r", 2)
+        folder.mkdir(parents=True)
+        (folder / jobs.ERROR_FILE).write_text(json.dumps({"fold_id": 2, "status": "failed", "error": "OOM"}))
+        plan = self._plan(stored_demo, storage)
+
+        with pytest.raises(NotEnoughFoldsError):
+            jobs.aggregate("runs/d/r", plan)
+        summary = jobs.aggregate("runs/d/r", plan, {"min_successful_folds": 1})
+
+        assert summary["totals"] == {**summary["totals"], "n_folds": 3, "n_succeeded": 1, "n_failed": 2}
+        errors = {f["fold_id"]: f["error"] for f in summary["failed_folds"]}
+        assert errors[2] == "OOM"
+        assert 1 in errors

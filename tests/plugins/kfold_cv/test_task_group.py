@@ -1,0 +1,52 @@
+"""The task-group factory: the k-fold workflow inside any DAG, with settings as constants."""
+
+from __future__ import annotations
+
+import pendulum
+import pytest
+from airflow.sdk import DAG, Asset
+
+from kfold_cv import kfold_cross_validation
+
+
+def _dag(dag_id: str) -> DAG:
+    return DAG(dag_id=dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"))
+
+
+def test_embeds_in_an_existing_dag_between_other_tasks() -> None:
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    with _dag("mlops") as dag:
+        before = EmptyOperator(task_id="collect_data")
+        group = kfold_cross_validation("cv", settings={"dataset_root": "/data/x", "k": 3, "backend": "modal"})
+        after = EmptyOperator(task_id="register_model")
+        before >> group >> after
+
+    assert {"cv.validate", "cv.prepare_dataset", "cv.plan", "cv.train_fold", "cv.aggregate"} <= set(
+        dag.task_ids
+    )
+    assert dag.get_task("cv.validate").upstream_task_ids == {"collect_data"}
+    assert dag.get_task("register_model").upstream_task_ids == {"cv.aggregate"}
+
+
+def test_two_groups_in_one_dag_read_their_own_validate_task() -> None:
+    with _dag("two") as dag:
+        kfold_cross_validation("cv_a", settings={"k": 2})
+        kfold_cross_validation("cv_b", settings={"k": 3})
+    assert "cv_a.validate" in dag.get_task("cv_a.train_fold").partial_kwargs["backend"]
+    assert "cv_b.validate" in dag.get_task("cv_b.train_fold").partial_kwargs["backend"]
+
+
+def test_bad_constants_fail_when_the_dag_is_parsed() -> None:
+    with _dag("bad"), pytest.raises(ValueError, match="k must be at least 2"):
+        kfold_cross_validation(settings={"k": 1})
+    with _dag("bad2"), pytest.raises(ValueError, match="unknown setting"):
+        kfold_cross_validation(settings={"folds": 3})
+
+
+def test_caps_parallel_folds_per_run_and_publishes_the_summary_asset() -> None:
+    asset = Asset(name="summary", uri="lerobot-kfold://summaries/x")
+    with _dag("capped") as dag:
+        kfold_cross_validation(max_parallel_folds=3, summary_asset=asset)
+    assert dag.get_task("kfold_cv.train_fold").partial_kwargs["max_active_tis_per_dagrun"] == 3
+    assert dag.get_task("kfold_cv.publish_summary").outlets == [asset]
