@@ -175,3 +175,23 @@ class TestModalBackend:
         summary = xcom_values(run, "kfold_cv.aggregate")[-1]
         _check_summary_against_folds(summary, folds, k=3)
         _check_files(storage, summary, demo_root, k=3)
+
+    def test_an_app_that_is_not_deployed_fails_validate_without_spawning(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import modal
+
+        from tests.fake_modal.control_plane import FakeModalControlPlane
+
+        with FakeModalControlPlane({}, tmp_path / "plane") as plane:
+            for name, value in plane.client_env().items():
+                monkeypatch.setenv(name, value)
+            modal.Client._set_env_client(None)
+            run = dagbag.get_dag(DAG_ID).test(
+                run_conf={"dataset_root": str(demo_root), "backend": "modal", **TINY}
+            )
+            spawns = plane.spawns()
+
+        assert run.state == "failed"
+        assert task_states(run)[("kfold_cv.validate", -1)] == "failed"
+        assert spawns == [], "nothing may be launched before validation passes"
