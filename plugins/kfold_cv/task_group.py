@@ -60,6 +60,8 @@ def kfold_cross_validation(
     :param max_parallel_folds: folds of one run that train at once (``max_active_tis_per_dagrun``;
         Airflow fixes it when the DAG is parsed). On the local backend each fold gets
         ``cpu_count // max_parallel_folds`` torch threads.
+    :param deferrable: fold tasks wait in the triggerer (no worker slot per GPU job); prepare_dataset
+        and aggregate are short CPU jobs and always poll from the worker.
     :param fold_retries: Airflow retries of a fold task; a retry re-attaches to a running Modal call,
         and a fold resumes from its last checkpoint either way.
     :param summary_asset: an Asset updated with the summary, so downstream DAGs can react.
@@ -83,7 +85,6 @@ def kfold_cross_validation(
             "app_name": app_name,
             "modal_conn_id": modal_conn_id,
             "backend": pulled("backend"),
-            "deferrable": deferrable,
             "poll_interval": poll_interval,
         }
 
@@ -124,6 +125,7 @@ def kfold_cross_validation(
             function_name="prepare_dataset",
             function_kwargs=validated["prepare_kwargs"],
             local_callable=f"{APP_MODULE}:prepare_dataset",
+            deferrable=False,  # a short CPU job: polling beats a trip through the triggerer
             **common,
         )
 
@@ -180,6 +182,7 @@ def kfold_cross_validation(
             map_index_template="fold {{ task.function_kwargs['config']['fold_id'] }}",
             max_active_tis_per_dagrun=max_parallel_folds,
             retries=fold_retries,
+            deferrable=deferrable,
             **common,
         ).expand(function_kwargs=planned)
 
@@ -189,6 +192,7 @@ def kfold_cross_validation(
             function_kwargs=planned["aggregate_kwargs"],
             local_callable=f"{APP_MODULE}:aggregate",
             trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+            deferrable=False,  # a short CPU job, like prepare_dataset
             **common,
         )
         # all_done_min_one_success: after every fold, failed ones included, but only when planning itself

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import modal
+import modal.exception
 from airflow.providers.modal.hooks.modal import ModalHook
 
 CallState = Literal["running", "success", "failed"]
+# The client could not reach Modal: the call's state is unknown (it may well still be running), so this
+# is not a failed call. poll()/apoll() re-raise these; the trigger and the polling loop retry them.
+UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (modal.exception.ConnectionError,)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ class ModalGPUHook(ModalHook):
             result = self._call(call_id).get(timeout=0)
         except builtins.TimeoutError:  # still running (modal.exception.TimeoutError is another class)
             return CallStatus(call_id, "running")
+        except UNREACHABLE_ERRORS:
+            raise
         except Exception as exc:
             return CallStatus(call_id, "failed", error=describe_error(exc))
         return CallStatus(call_id, "success", result=result)
@@ -106,6 +112,8 @@ class ModalGPUHook(ModalHook):
             result = await self._call(call_id).get.aio(timeout=0)
         except builtins.TimeoutError:
             return CallStatus(call_id, "running")
+        except UNREACHABLE_ERRORS:
+            raise
         except Exception as exc:
             return CallStatus(call_id, "failed", error=describe_error(exc))
         return CallStatus(call_id, "success", result=result)

@@ -25,15 +25,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
-from modal_gpu.hooks import CallStatus, ModalGPUHook
+from modal_gpu.hooks import UNREACHABLE_ERRORS, CallStatus, ModalGPUHook
 from modal_gpu.links import CALL_ID_XCOM_KEY, DEFAULT_DASHBOARD_URL_TEMPLATE, ModalCallLink
 from modal_gpu.local import resolve_callable
-from modal_gpu.triggers import ModalFunctionCallTrigger
+from modal_gpu.triggers import UNREACHABLE_GRACE_S, ModalFunctionCallTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 BACKENDS = ("modal", "local")
+# The trigger's first status check waits this long after deferring. Airflow 3.3 fails a deferred task
+# whose trigger fires while the deferring worker process is still exiting (a stale executor "success"
+# for the same try: apache/airflow#71580, #72716); a call that finishes within seconds of its spawn
+# would hit that race. GPU jobs run minutes, so the wait costs nothing that matters.
+DEFER_FIRST_CHECK_S = 10.0
 # task_state_store key of the current call. Renaming it breaks re-attach for tasks in flight.
 STATE_KEY = "modal_call_id"
 
@@ -60,6 +65,8 @@ class ModalGPUOperator(BaseOperator):
     :param deferrable: wait in the triggerer (default) instead of polling in the worker.
     :param poll_interval: seconds between status checks.
     :param dashboard_url_template: extra-link URL, formatted with ``call_id``.
+    :param first_check_after: seconds from deferring to the trigger's first status check; default
+        ``max(poll_interval, DEFER_FIRST_CHECK_S)`` (see that constant for why).
     """
 
     template_fields: Sequence[str] = (
@@ -90,6 +97,7 @@ class ModalGPUOperator(BaseOperator):
         deferrable: bool = True,
         poll_interval: float = 10.0,
         dashboard_url_template: str = DEFAULT_DASHBOARD_URL_TEMPLATE,
+        first_check_after: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -107,6 +115,7 @@ class ModalGPUOperator(BaseOperator):
             raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
         self.poll_interval = poll_interval
         self.dashboard_url_template = dashboard_url_template
+        self.first_check_after = first_check_after
         self._call_id: str | None = None
 
     @cached_property
@@ -147,7 +156,14 @@ class ModalGPUOperator(BaseOperator):
         if self.deferrable:
             self.defer(
                 trigger=ModalFunctionCallTrigger(
-                    call_id=call_id, modal_conn_id=self.modal_conn_id, poll_interval=self.poll_interval
+                    call_id=call_id,
+                    modal_conn_id=self.modal_conn_id,
+                    poll_interval=self.poll_interval,
+                    first_check_after=(
+                        max(self.poll_interval, DEFER_FIRST_CHECK_S)
+                        if self.first_check_after is None
+                        else self.first_check_after
+                    ),
                 ),
                 method_name="execute_complete",
             )
@@ -200,6 +216,7 @@ class ModalGPUOperator(BaseOperator):
             timeout or "function default",
             "function default" if retries is None else retries,
         )
+        self._call_id = call_id  # on_kill can cancel it from here on
         if store is not None:
             store.set(STATE_KEY, call_id)
         else:
@@ -220,8 +237,18 @@ class ModalGPUOperator(BaseOperator):
     def _wait(self, call_id: str) -> Any:
         started = time.monotonic()
         next_note = started + 60
+        unreachable_since: float | None = None
         while True:
-            status: CallStatus = self.hook.poll(call_id)
+            try:
+                status: CallStatus = self.hook.poll(call_id)
+            except UNREACHABLE_ERRORS as exc:
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > UNREACHABLE_GRACE_S:
+                    raise
+                self.log.warning("Modal unreachable (%s); checking call %s again", exc, call_id)
+                time.sleep(self.poll_interval)
+                continue
+            unreachable_since = None
             if status.state == "success":
                 return status.result
             if status.state == "failed":

@@ -2,19 +2,32 @@
 
 The trigger holds only the call id and settings (it is serialized into the metadata database), polls
 with ``get(timeout=0)`` so the triggerer's event loop never blocks, and fires once: success with the
-call's result, or error with the remote exception's type and message. When a user marks the deferred
-task failed or success, or clears it, ``on_kill`` cancels the call so no GPU keeps running unseen.
+call's result, or error with the remote exception's type and message.
+
+``on_kill`` runs when a user acts on the deferred task. Airflow does not say which action, so the trigger
+reads the task instance's state: marked failed or success (or skipped), the call is cancelled so no GPU
+keeps running unseen; cleared (the task is about to run again), the call is left running, and the next
+try re-attaches to it through the task's ``task_state_store`` instead of paying for a second GPU job.
+When the state cannot be read, it cancels.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from modal_gpu.hooks import ModalGPUHook
+from modal_gpu.hooks import UNREACHABLE_ERRORS, ModalGPUHook
+
+# How long Modal may stay unreachable before the trigger gives up and fails the task.
+UNREACHABLE_GRACE_S = 600.0
+
+# Task-instance states after which a cancelled trigger's call has no one left to wait for it.
+FINISHED_STATES = {"failed", "success", "skipped", "upstream_failed", "removed"}
+_UNKNOWN = "unknown"
 
 
 class ModalFunctionCallTrigger(BaseTrigger):
@@ -24,6 +37,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
     :param modal_conn_id: the ``modal`` connection that spawned it.
     :param poll_interval: seconds between status checks.
     :param cancel_on_kill: cancel the call when the user kills the deferred task.
+    :param first_check_after: seconds before the first status check (see ``ModalGPUOperator``).
     """
 
     def __init__(
@@ -32,8 +46,10 @@ class ModalFunctionCallTrigger(BaseTrigger):
         modal_conn_id: str | None = ModalGPUHook.default_conn_name,
         poll_interval: float = 10.0,
         cancel_on_kill: bool = True,
+        first_check_after: float = 0.0,
     ) -> None:
         super().__init__()
+        self.first_check_after = first_check_after
         self.call_id = call_id
         self.modal_conn_id = modal_conn_id
         self.poll_interval = poll_interval
@@ -47,6 +63,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
                 "modal_conn_id": self.modal_conn_id,
                 "poll_interval": self.poll_interval,
                 "cancel_on_kill": self.cancel_on_kill,
+                "first_check_after": self.first_check_after,
             },
         )
 
@@ -59,8 +76,20 @@ class ModalFunctionCallTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             hook = await self._hook()
+            if self.first_check_after > 0:
+                await asyncio.sleep(self.first_check_after)
+            unreachable_since: float | None = None
             while True:
-                status = await hook.apoll(self.call_id)
+                try:
+                    status = await hook.apoll(self.call_id)
+                except UNREACHABLE_ERRORS as exc:
+                    unreachable_since = unreachable_since or time.monotonic()
+                    if time.monotonic() - unreachable_since > UNREACHABLE_GRACE_S:
+                        raise
+                    self.log.warning("Modal unreachable (%s); checking call %s again", exc, self.call_id)
+                    await asyncio.sleep(self.poll_interval)
+                    continue
+                unreachable_since = None
                 if status.state == "success":
                     yield TriggerEvent(
                         {"status": "success", "call_id": self.call_id, "result": status.result}
@@ -81,6 +110,38 @@ class ModalFunctionCallTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         if not self.cancel_on_kill:
             return
-        self.log.info("Task killed by a user: cancelling Modal call %s", self.call_id)
+        state = await self._task_state()
+        if state != _UNKNOWN and state not in FINISHED_STATES:
+            self.log.info(
+                "Task cleared (state %s): leaving Modal call %s running for the next try to re-attach",
+                state,
+                self.call_id,
+            )
+            return
+        self.log.info("Task %s by a user: cancelling Modal call %s", state, self.call_id)
         hook = await self._hook()
         await asyncio.wait_for(hook.acancel(self.call_id), timeout=30)
+
+    async def _task_state(self) -> str | None:
+        """This trigger's task-instance state as the user left it, or ``_UNKNOWN``."""
+        ti = self.task_instance
+        if ti is None:
+            return _UNKNOWN
+        try:
+            from airflow.sdk.execution_time.comms import GetTaskStates
+            from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+            response = await SUPERVISOR_COMMS.asend(
+                GetTaskStates(
+                    dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index
+                )
+            )
+            states = response.task_states.get(ti.run_id, {})
+            key = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"
+            if key not in states:
+                return _UNKNOWN
+            state = states[key]
+            return getattr(state, "value", state)
+        except Exception:  # the comms channel is not there (e.g. dag.test's inline trigger)
+            self.log.debug("could not read the task state", exc_info=True)
+            return _UNKNOWN

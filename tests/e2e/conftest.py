@@ -1,0 +1,107 @@
+"""One real Airflow for the end-to-end tests, with the fake Modal control plane beside it.
+
+Airflow runs its API server, scheduler, DAG processor and triggerer (LocalExecutor, SQLite) on
+127.0.0.1, started once per session and stopped by process group. The fake Modal control plane serves
+the app's functions from another storage root (the stand-in for the Modal Volume). The Modal token and a
+W&B key are configured the way users configure them, so the secrets test can look for them everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from scripts.airflow_local import LocalAirflow
+from tests.e2e.modal_functions import FUNCTIONS
+from tests.fake_modal.control_plane import FakeModalControlPlane
+
+MODAL_TOKEN_ID = "ak-e2e-token-id"
+MODAL_TOKEN_SECRET = "as-e2e-token-secret-5c1f0d"
+WANDB_API_KEY = "wandb-e2e-key-9e27b4a1c3"
+DATASET = "datasets/so101_demo"
+DAG_ID = "lerobot_kfold_cv"
+TINY = {"steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
+
+
+@dataclass
+class E2E:
+    airflow: LocalAirflow
+    plane: FakeModalControlPlane
+    local_storage: Path
+    modal_storage: Path
+
+    def trigger(self, conf: dict, run_id: str | None = None) -> str:
+        body = {"logical_date": None, "conf": conf}
+        if run_id:
+            body["dag_run_id"] = run_id
+        response = self.airflow.api("POST", f"/dags/{DAG_ID}/dagRuns", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["dag_run_id"]
+
+    def fold_call_ids(self, run_id: str) -> dict[int, str]:
+        folds = [
+            t for t in self.airflow.task_instances(DAG_ID, run_id) if t["task_id"] == "kfold_cv.train_fold"
+        ]
+        ids = {}
+        for fold in folds:
+            try:
+                ids[fold["map_index"]] = self.airflow.xcom(
+                    DAG_ID, run_id, "kfold_cv.train_fold", key="modal_call_id", map_index=fold["map_index"]
+                )
+            except Exception:  # not spawned yet
+                continue
+        return ids
+
+
+class TokenCheckingControlPlane(FakeModalControlPlane):
+    """Accepts only the token of the Airflow connection: proves the credentials come from there."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--token", f"{MODAL_TOKEN_ID}:{MODAL_TOKEN_SECRET}"]
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> E2E:
+    base = tmp_path_factory.mktemp("e2e")
+    local_storage, modal_storage = base / "storage", base / "modal-volume"
+    for storage in (local_storage, modal_storage):
+        shutil.copytree(demo_root, storage / DATASET)
+    plane = TokenCheckingControlPlane(
+        FUNCTIONS, base / "plane", env={"LEROBOT_KFOLD_STORAGE": str(modal_storage), "HF_HUB_OFFLINE": "1"}
+    )
+    plane.start()
+    connection = {"conn_type": "modal", "login": MODAL_TOKEN_ID, "password": MODAL_TOKEN_SECRET}
+    airflow = LocalAirflow(
+        base / "airflow",
+        env={
+            "LEROBOT_KFOLD_STORAGE": str(local_storage),
+            "LEROBOT_KFOLD_POLL_INTERVAL_S": "1",
+            "LEROBOT_KFOLD_MAX_PARALLEL_FOLDS": "2",
+            "MODAL_SERVER_URL": plane.url,
+            "AIRFLOW_CONN_MODAL_DEFAULT": json.dumps(connection),
+            "AIRFLOW_CONN_WANDB_DEFAULT": json.dumps({"conn_type": "generic", "password": WANDB_API_KEY}),
+            "WANDB_API_KEY": WANDB_API_KEY,
+            "HF_HUB_OFFLINE": "1",
+        },
+    )
+    try:
+        airflow.start()
+        airflow.wait_for_dag(DAG_ID)
+        yield E2E(airflow, plane, local_storage, modal_storage)
+    finally:
+        airflow.stop()
+        plane.stop()
+        _keep_artifacts(airflow, plane)
+
+
+def _keep_artifacts(airflow: LocalAirflow, plane: FakeModalControlPlane) -> None:
+    """Airflow's and the fake plane's logs, for a failed CI run (test-artifacts/ is git-ignored)."""
+    target = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
+    target.mkdir(parents=True, exist_ok=True)
+    for source in (airflow.home / "airflow.log", plane.events_file, plane.stderr_file):
+        if source.exists():
+            shutil.copy(source, target / source.name)

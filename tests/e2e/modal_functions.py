@@ -1,0 +1,29 @@
+"""Function bodies the fake Modal control plane serves in the end-to-end tests.
+
+``prepare_dataset`` and ``aggregate`` are the real app's bodies. ``train_fold`` is the real body too,
+but when the DAG run id contains ``slow`` it first waits (without using a CPU) as a GPU container
+would while starting: the window in which a test marks a deferred fold failed or clears it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lerobot_kfold import modal_app
+
+SLOW_MARKER = "slow"
+SLOW_SECONDS = 25.0
+
+
+def train_fold(config: dict[str, Any]) -> dict[str, Any]:
+    if SLOW_MARKER in str(config.get("run_id")):
+        time.sleep(SLOW_SECONDS)
+    return modal_app.train_fold.local(config)
+
+
+FUNCTIONS = {
+    "lerobot-kfold/prepare_dataset": "lerobot_kfold.modal_app:prepare_dataset",
+    "lerobot-kfold/train_fold": "tests.e2e.modal_functions:train_fold",
+    "lerobot-kfold/aggregate": "lerobot_kfold.modal_app:aggregate",
+}

@@ -1,0 +1,182 @@
+"""``ModalFunctionCallTrigger``: waits on a Modal call in the triggerer's event loop and fires once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+
+import modal
+import pytest
+from airflow._shared.module_loading import import_string  # what the triggerer uses
+from airflow.triggers.base import TriggerEvent
+
+from modal_gpu.hooks import ModalGPUHook
+from modal_gpu.triggers import ModalFunctionCallTrigger
+from tests.plugins.modal_gpu.support import APP, event_for, events_of, unreachable_client
+
+POLL = 0.2
+
+
+@pytest.fixture
+def hook(modal_connection) -> Iterator[ModalGPUHook]:
+    """Spawns the calls the trigger waits on (the trigger builds its own hook, as in the triggerer)."""
+    hook = ModalGPUHook()
+    yield hook
+    if hook._client is not None:
+        hook._client.close()
+
+
+def run_trigger(trigger: ModalFunctionCallTrigger, timeout: float = 15.0) -> list[TriggerEvent]:
+    """Every event ``run()`` yields before it returns."""
+
+    async def collect() -> list[TriggerEvent]:
+        return [event async for event in trigger.run()]
+
+    return asyncio.run(asyncio.wait_for(collect(), timeout=timeout))
+
+
+class TestModalFunctionCallTriggerSerialization:
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            pytest.param({"call_id": "fc-123"}, id="defaults"),
+            pytest.param(
+                {
+                    "call_id": "fc-456",
+                    "modal_conn_id": "modal_team",
+                    "poll_interval": 2.5,
+                    "cancel_on_kill": False,
+                },
+                id="all-settings",
+            ),
+        ],
+    )
+    def test_serialize_round_trip_rebuilds_an_equal_trigger(self, kwargs):
+        classpath, serialized = ModalFunctionCallTrigger(**kwargs).serialize()
+
+        rebuilt = import_string(classpath)(**serialized)
+
+        assert isinstance(rebuilt, ModalFunctionCallTrigger)
+        assert rebuilt.serialize() == (classpath, serialized)
+        assert json.loads(json.dumps(serialized)) == serialized  # stored in the metadata database
+
+    def test_classpath_is_importable_from_the_plugins_folder(self):
+        classpath, _ = ModalFunctionCallTrigger(call_id="fc-1").serialize()
+
+        assert classpath == "modal_gpu.triggers.ModalFunctionCallTrigger"
+        assert import_string(classpath) is ModalFunctionCallTrigger
+
+    def test_defaults_use_modal_default_and_cancel_on_kill(self):
+        _, serialized = ModalFunctionCallTrigger(call_id="fc-1").serialize()
+
+        assert serialized == {
+            "call_id": "fc-1",
+            "modal_conn_id": "modal_default",
+            "poll_interval": 10.0,
+            "cancel_on_kill": True,
+            "first_check_after": 0.0,
+        }
+
+
+class TestModalFunctionCallTriggerRun:
+    def test_yields_one_success_event_with_the_result_when_the_call_finishes(self, plane, hook):
+        call_id = hook.spawn(APP, "sleep", {"seconds": 0.7, "value": {"fold": 1, "val_l1": 0.5}})
+
+        events = run_trigger(ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL))
+
+        assert events == [
+            TriggerEvent({"status": "success", "call_id": call_id, "result": {"fold": 1, "val_l1": 0.5}})
+        ]
+        assert event_for(plane, "finished", call_id)["status"] == "success"
+
+    def test_yields_one_error_event_with_the_remote_message(self, plane, hook):
+        call_id = hook.spawn(APP, "fail", {"message": "fold 2 diverged"})
+
+        events = run_trigger(ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL))
+
+        assert events == [
+            TriggerEvent({"status": "error", "call_id": call_id, "message": "RuntimeError: fold 2 diverged"})
+        ]
+
+    def test_yields_error_for_a_call_cancelled_elsewhere(self, plane, hook):
+        call_id = hook.spawn(APP, "sleep", {"seconds": 30.0, "value": None})
+        hook.cancel(call_id)
+
+        (event,) = run_trigger(ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL))
+
+        assert event.payload["status"] == "error"
+        assert event.payload["message"].startswith("RemoteError")
+
+    def test_yields_error_naming_a_missing_connection(self, modal_connection):
+        (event,) = run_trigger(
+            ModalFunctionCallTrigger(call_id="fc-1", modal_conn_id="no_such_modal_conn", poll_interval=POLL)
+        )
+
+        assert event.payload["status"] == "error"
+        assert event.payload["call_id"] == "fc-1"
+        assert "no_such_modal_conn" in event.payload["message"]
+
+    def test_keeps_waiting_while_modal_is_briefly_unreachable(self, plane, hook, monkeypatch, tmp_path):
+        call_id = hook.spawn(APP, "sleep", {"seconds": 1.0, "value": "done"})
+        offline = unreachable_client(tmp_path)
+        real_call = ModalGPUHook._call
+        polls: list[str] = []
+
+        def flaky_call(self: ModalGPUHook, cid: str) -> modal.FunctionCall:
+            polls.append(cid)
+            if len(polls) <= 2:  # the first two status checks cannot reach Modal
+                return modal.FunctionCall.from_id(cid, client=offline)
+            return real_call(self, cid)
+
+        monkeypatch.setattr(ModalGPUHook, "_call", flaky_call)
+        try:
+            events = run_trigger(ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL))
+        finally:
+            offline.close()
+
+        assert events == [TriggerEvent({"status": "success", "call_id": call_id, "result": "done"})]
+
+
+class TestModalFunctionCallTriggerOnKill:
+    def test_on_kill_cancels_the_call(self, plane, hook):
+        call_id = hook.spawn(APP, "sleep", {"seconds": 30.0, "value": None})
+
+        asyncio.run(ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL).on_kill())
+
+        assert event_for(plane, "cancel", call_id)["terminate_containers"] is False
+        assert event_for(plane, "finished", call_id)["status"] == "cancelled"
+
+    def test_on_kill_cancels_while_run_is_waiting(self, plane, hook):
+        """As the triggerer does when a user marks the deferred task failed: cancel run(), then on_kill()."""
+        call_id = hook.spawn(APP, "sleep", {"seconds": 30.0, "value": None})
+        trigger = ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL)
+
+        async def user_kills_the_task() -> None:
+            async def consume() -> None:
+                async for _ in trigger.run():
+                    pass
+
+            waiting = asyncio.create_task(consume())
+            await asyncio.sleep(3 * POLL)  # a few status checks: still running
+            assert not waiting.done()
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            await trigger.on_kill()
+
+        asyncio.run(asyncio.wait_for(user_kills_the_task(), timeout=15))
+
+        assert event_for(plane, "cancel", call_id)
+        assert event_for(plane, "finished", call_id)["status"] == "cancelled"
+
+    def test_cancel_on_kill_false_leaves_the_call_running(self, plane, hook):
+        call_id = hook.spawn(APP, "sleep", {"seconds": 2.0, "value": "kept"})
+
+        asyncio.run(
+            ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL, cancel_on_kill=False).on_kill()
+        )
+
+        assert events_of(plane, "cancel", call_id) == []
+        assert hook.poll(call_id).state == "running"
