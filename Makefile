@@ -44,6 +44,7 @@ demo-cli: setup
 
 ## All tests, offline. Fails if no test ran.
 test: setup
+	@scripts/ensure_chromium.sh
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

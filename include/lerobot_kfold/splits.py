@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import KFold, train_test_split
 
 from lerobot_kfold.atomic_io import write_text_atomic
 
@@ -520,6 +519,8 @@ def _draw_holdout(codes: np.ndarray, n_test: int, config: SplitConfig) -> np.nda
         return np.empty(0, dtype=np.int64)
     seed = _stream_seed(config.seed, _HOLDOUT_STREAM)
     if not config.stratify_by_task:
+        from sklearn.model_selection import train_test_split  # lazily: DAG files import this module
+
         _, test = train_test_split(np.arange(n), test_size=n_test, random_state=seed, shuffle=True)
         return np.sort(test)
 
@@ -553,6 +554,8 @@ def _check_task_counts(codes: np.ndarray, names: list[str], config: SplitConfig,
 
 def _plain_assignment(n: int, k: int, seed: int | None) -> np.ndarray:
     """Fold number of each usable episode, from scikit-learn's KFold (sizes differ by at most one)."""
+    from sklearn.model_selection import KFold
+
     assignment = np.empty(n, dtype=np.int64)
     splitter = KFold(n_splits=k, shuffle=seed is not None, random_state=seed)
     for fold_index, (_, val) in enumerate(splitter.split(np.arange(n))):

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lerobot_kfold.aggregate import AggregateConfig
-from lerobot_kfold.runner import TrainingParams
-from lerobot_kfold.splits import SplitConfig
-from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES, WANDB_MODES
+from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES, WANDB_MODES, FoldTrainingConfig
+
+if TYPE_CHECKING:  # imported where used: DAG files import this module, and parsing must stay fast
+    from lerobot_kfold.aggregate import AggregateConfig
+    from lerobot_kfold.runner import TrainingParams
+    from lerobot_kfold.splits import SplitConfig
 
 BACKENDS = ("local", "modal")
 # GPU types Modal accepts in `gpu=` (modal.com/docs/guide/gpu).
@@ -88,6 +90,26 @@ class CVSettings:
                 f"min_successful_folds={self.min_successful_folds} exceeds the {split.num_folds} folds "
                 f"(k={self.k} x repeats={self.repeats}); lower it or add folds"
             )
+        # The training numbers, checked by the library's own config (cheap: no lerobot import). The
+        # policy itself is checked by check(), in the validate task: importing lerobot takes seconds,
+        # and DAG files build settings at every parse.
+        FoldTrainingConfig(
+            dataset_root=".",
+            train_episodes=[0],
+            val_episodes=[1],
+            output_dir=".",
+            steps=self.steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            chunk_size=self.chunk_size,
+            eval_every=self.eval_every,
+            save_every=self.save_every,
+            sim_eval_episodes=self.sim_eval_episodes,
+            wandb_mode=self.wandb_mode,
+        )
+
+    def check(self) -> None:
+        """The checks that need the training stack (lerobot's policy config): run before any GPU is paid."""
         self.training_params()
         self.aggregate_config()
 
@@ -105,6 +127,8 @@ class CVSettings:
         return dataclasses.asdict(self)
 
     def split_config(self) -> SplitConfig:
+        from lerobot_kfold.splits import SplitConfig
+
         return SplitConfig(
             k=self.k,
             seed=self.seed,
@@ -114,6 +138,8 @@ class CVSettings:
         )
 
     def training_params(self, torch_threads: int | None = None) -> TrainingParams:
+        from lerobot_kfold.runner import TrainingParams
+
         return TrainingParams(
             policy_type=self.policy_type,
             policy_overrides=dict(POLICY_PRESETS[self.policy_preset]),
@@ -130,6 +156,8 @@ class CVSettings:
         )
 
     def aggregate_config(self) -> AggregateConfig:
+        from lerobot_kfold.aggregate import AggregateConfig
+
         return AggregateConfig(
             selection_metric=self.selection_metric,
             selection_mode=SELECTION_METRICS[self.selection_metric],  # type: ignore[arg-type]

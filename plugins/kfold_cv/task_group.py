@@ -28,8 +28,7 @@ from airflow.sdk import Asset, TaskGroup, get_current_context, task
 from airflow.task.trigger_rule import TriggerRule
 
 from kfold_cv.settings import CVSettings
-from lerobot_kfold import jobs, storage
-from lerobot_kfold.splits import DatasetIdentity, EpisodeInfo, plan_folds
+from lerobot_kfold import storage
 from modal_gpu.hooks import ModalGPUHook
 from modal_gpu.operators import ModalGPUOperator
 
@@ -96,6 +95,7 @@ def kfold_cross_validation(
                 values.update({k: v for k, v in context["params"].items() if k in _SETTING_NAMES})
             values.update(constants)
             cv = CVSettings.from_mapping(values)
+            cv.check()
             dag_run = context["dag_run"]
             run_folder = f"{storage.run_folder(dag_run.dag_id, dag_run.run_id)}/{storage.safe_name(group_id)}"
             if cv.backend == "local":
@@ -132,6 +132,9 @@ def kfold_cross_validation(
         @task(task_id="plan")
         def plan(settings: dict[str, Any], run_folder: str, dataset: dict[str, Any]) -> list[dict[str, Any]]:
             """One training config per fold (the mapped list); the aggregation inputs as a second XCom."""
+            from lerobot_kfold import jobs
+            from lerobot_kfold.splits import DatasetIdentity, EpisodeInfo, plan_folds
+
             context = get_current_context()
             cv = CVSettings.from_mapping(settings)
             identity = DatasetIdentity(
