@@ -16,8 +16,6 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 # Datasets and run outputs of the DAGs (the local stand-in for the Modal Volume).
 export LEROBOT_KFOLD_STORAGE ?= $(CURDIR)/storage
-# dag.test() runs the folds one after another: give each fold every core.
-export LEROBOT_KFOLD_MAX_PARALLEL_FOLDS ?= 1
 
 LINT_PATHS := include plugins dags tests scripts bench
 DEMO_CONF ?= {"k": 5, "steps": 2000, "eval_every": 500, "save_every": 500, "sim_eval_episodes": 10}
@@ -25,7 +23,7 @@ DEMO_DATA ?= data/so101_demo
 DEMO_RUN ?= runs/demo
 DEMO_ARGS ?= --k 5 --steps 2000 --eval-every 500 --save-every 500 --sim-eval-episodes 10 --parallel 2
 
-.PHONY: setup airflow-db demo demo-cli test lint format clean-demo
+.PHONY: setup airflow-db airflow demo demo-cli test lint format clean-demo
 
 setup:
 	@scripts/bootstrap.sh
@@ -36,7 +34,14 @@ airflow-db: setup
 ## The main job: record the simulator demo dataset (once), run the lerobot_kfold_cv DAG with backend
 ## local (5 folds of a small ACT), print the summary.
 demo: airflow-db
-	$(PY) scripts/demo_dag.py --conf '$(DEMO_CONF)'
+	@# dag.test() runs the folds one after another: each fold gets every core.
+	LEROBOT_KFOLD_MAX_PARALLEL_FOLDS=$${LEROBOT_KFOLD_MAX_PARALLEL_FOLDS:-1} $(PY) scripts/demo_dag.py --conf '$(DEMO_CONF)'
+
+## A local Airflow (API server and UI, scheduler, DAG processor, triggerer; SQLite, LocalExecutor) on
+## http://127.0.0.1:$(AIRFLOW_PORT) with this project's DAGs; prints the login. Ctrl-C stops it all.
+AIRFLOW_PORT ?= 8080
+airflow: setup
+	$(PY) scripts/airflow_local.py --port $(AIRFLOW_PORT) --home $(AIRFLOW_HOME)
 
 ## The same cross-validation through the library's CLI alone (no Airflow), folds in parallel processes.
 demo-cli: setup
