@@ -25,13 +25,13 @@ from lerobot_kfold.splits import MAX_MAP_LENGTH
 # Per field: the JSON-schema constraints and the form's description (its defaults come from CVSettings).
 _SCHEMA: dict[str, dict[str, Any]] = {
     "dataset_root": {
-        "type": "string",
+        "type": ["string", "null"],
         "description": "LeRobot dataset folder. Relative paths are under the storage root "
         "($LEROBOT_KFOLD_STORAGE locally, the Modal Volume for backend modal). Leave empty to fetch "
         "dataset_repo_id from the hub.",
     },
     "dataset_repo_id": {
-        "type": "string",
+        "type": ["string", "null"],
         "pattern": r"^$|^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$",
         "description": "Hub dataset id 'owner/name'; fetched once into storage when dataset_root is empty.",
     },

@@ -28,6 +28,8 @@ UNREACHABLE_GRACE_S = 600.0
 # Task-instance states after which a cancelled trigger's call has no one left to wait for it.
 FINISHED_STATES = {"failed", "success", "skipped", "upstream_failed", "removed"}
 _UNKNOWN = "unknown"
+# How long on_kill waits for the task state before cancelling anyway.
+STATE_READ_TIMEOUT_S = 10.0
 
 
 class ModalFunctionCallTrigger(BaseTrigger):
@@ -110,7 +112,16 @@ class ModalFunctionCallTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         if not self.cancel_on_kill:
             return
-        state = await self._task_state()
+        # Shielded: the triggerer may cancel this coroutine again while it still runs (it re-sends the
+        # user-action cancel on its next loop), and Airflow swallows that CancelledError silently, which
+        # would abandon the cancel RPC half-way. The shielded task finishes in the triggerer's loop.
+        await asyncio.shield(self._kill())
+
+    async def _kill(self) -> None:
+        try:
+            state = await asyncio.wait_for(self._task_state(), timeout=STATE_READ_TIMEOUT_S)
+        except TimeoutError:
+            state = _UNKNOWN
         if state != _UNKNOWN and state not in FINISHED_STATES:
             self.log.info(
                 "Task cleared (state %s): leaving Modal call %s running for the next try to re-attach",
@@ -121,6 +132,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
         self.log.info("Task %s by a user: cancelling Modal call %s", state, self.call_id)
         hook = await self._hook()
         await asyncio.wait_for(hook.acancel(self.call_id), timeout=30)
+        self.log.info("Modal call %s cancelled", self.call_id)
 
     async def _task_state(self) -> str | None:
         """This trigger's task-instance state as the user left it, or ``_UNKNOWN``."""

@@ -105,3 +105,5 @@ def _keep_artifacts(airflow: LocalAirflow, plane: FakeModalControlPlane) -> None
     for source in (airflow.home / "airflow.log", plane.events_file, plane.stderr_file):
         if source.exists():
             shutil.copy(source, target / source.name)
+    if (airflow.home / "logs").is_dir():
+        shutil.copytree(airflow.home / "logs", target / "logs", dirs_exist_ok=True)

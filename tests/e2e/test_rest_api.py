@@ -117,11 +117,16 @@ class TestModalBackend:
         conf = {"dataset_root": DATASET, "k": 2, "backend": "modal", "min_successful_folds": 1, **TINY}
         run_id = e2e.trigger(conf, run_id=f"slow__{time.time_ns()}")
 
-        def both_deferred() -> bool:
+        def both_waiting_in_the_triggerer() -> bool:
+            # on_kill runs only for a trigger a triggerer has started: wait until each has one.
             folds = _fold_states(e2e, run_id)
-            return len(folds) == 2 and all(f["state"] == "deferred" for f in folds.values())
+            return len(folds) == 2 and all(
+                f["state"] == "deferred" and (f.get("trigger") or {}).get("triggerer_id")
+                for f in folds.values()
+            )
 
-        _wait_for(both_deferred, 120, "both folds to defer")
+        _wait_for(both_waiting_in_the_triggerer, 120, "both folds to wait in the triggerer")
+        time.sleep(2)  # the triggerer starts a trigger within a second of taking it
         calls = e2e.fold_call_ids(run_id)
 
         marked = e2e.airflow.api(

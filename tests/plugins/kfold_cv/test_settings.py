@@ -54,7 +54,19 @@ class TestParams:
         assert set(params) == set(defaults)
         for name, param in params.items():
             assert param.value == defaults[name]
-            assert param.schema["type"] in {"string", "integer", "number", "boolean"}, name
+            types = param.schema["type"] if isinstance(param.schema["type"], list) else [param.schema["type"]]
+            scalar = [t for t in types if t != "null"]
+            assert len(scalar) == 1 and scalar[0] in {"string", "integer", "number", "boolean"}, name
+
+    def test_only_the_dataset_fields_may_be_left_empty_in_the_form(self) -> None:
+        # The UI's trigger form requires every Param whose type excludes "null" and refuses to submit
+        # while one is empty; dataset_repo_id is empty by default (dataset_root is used instead).
+        params = kfold_params()
+        optional = {
+            n for n, p in params.items() if isinstance(p.schema["type"], list) and "null" in p.schema["type"]
+        }
+        assert optional == {"dataset_root", "dataset_repo_id"}
+        assert CVSettings.from_mapping({"dataset_repo_id": None}).dataset_repo_id == ""
 
     def test_gpu_and_backend_are_enums_for_the_form(self) -> None:
         params = kfold_params()
