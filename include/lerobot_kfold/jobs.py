@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,9 +175,13 @@ def aggregate(
     plan: dict[str, Any],
     aggregation: dict[str, Any] | None = None,
     run_id: str | None = None,
+    fold_results: Sequence[dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Summarize a run from the fold folders in storage and write the summary files and report.
 
+    ``fold_results`` are the results the orchestrator received (Airflow: the mapped folds' XComs).
+    When given, only those folds count as succeeded, so a fold a user stopped is not counted because
+    its call wrote a result anyway; the full results are still read from storage.
     Every fold of the plan counts: one without a result is a failed fold, never silently dropped;
     ``min_successful_folds`` in ``aggregation`` decides whether the summary may still be given
     (``NotEnoughFoldsError`` otherwise). Writes ``plan.json``, ``summary.json``, ``folds.csv``,
@@ -189,9 +193,20 @@ def aggregate(
     run_dir = storage.resolve(run_folder)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_plan(fold_plan, run_dir / PLAN_FILE)
+    received = None
+    if fold_results is not None:
+        received = {int(r["fold_id"]) for r in fold_results if r and r.get("status") == "ok"}
     results = []
     for fold in fold_plan.folds:
         result = read_fold_result(storage.resolve(fold_folder(run_folder, fold.fold_id)))
+        if received is not None and fold.fold_id not in received and (result or {}).get("status") == "ok":
+            result = {
+                "fold_id": fold.fold_id,
+                "repeat": fold.repeat,
+                "index": fold.index,
+                "status": "failed",
+                "error": "the fold's task did not succeed in the orchestrator (failed, or stopped by a user)",
+            }
         if result is not None:
             result.setdefault("fold_id", fold.fold_id)
             results.append(result)

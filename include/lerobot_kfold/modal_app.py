@@ -120,9 +120,10 @@ def aggregate(
     plan: dict[str, Any],
     aggregation: dict[str, Any] | None = None,
     run_id: str | None = None,
+    fold_results: list[dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     _reload()
     try:
-        return jobs.aggregate(run_folder, plan, aggregation, run_id)
+        return jobs.aggregate(run_folder, plan, aggregation, run_id, fold_results)
     finally:
         _commit()

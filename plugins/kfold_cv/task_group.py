@@ -165,13 +165,8 @@ def kfold_cross_validation(
                 f"(k={cv.k}, repeats={cv.repeats}, held out {len(fold_plan.holdout_episodes)}), "
                 f"plan {fold_plan.content_hash()[:12]}"
             )
-            aggregate_kwargs = {
-                "run_folder": run_folder,
-                "plan": fold_plan.to_dict(),
-                "aggregation": dataclasses.asdict(cv.aggregate_config()),
-                "run_id": run_id,
-            }
-            context["ti"].xcom_push(key="aggregate_kwargs", value=aggregate_kwargs)
+            context["ti"].xcom_push(key="manifest", value=fold_plan.to_dict())
+            context["ti"].xcom_push(key="aggregation", value=dataclasses.asdict(cv.aggregate_config()))
             return fold_kwargs
 
         planned = plan(validated["settings"], validated["run_folder"], prepared.output)
@@ -192,7 +187,15 @@ def kfold_cross_validation(
         aggregated = ModalGPUOperator(
             task_id="aggregate",
             function_name="aggregate",
-            function_kwargs=planned["aggregate_kwargs"],
+            # The folds' XCom results say which folds Airflow counts as succeeded: a fold a user marked
+            # failed stays failed in the summary even if its call wrote a result before it was stopped.
+            function_kwargs={
+                "run_folder": validated["run_folder"],
+                "plan": planned["manifest"],
+                "aggregation": planned["aggregation"],
+                "run_id": "{{ dag.dag_id }}/{{ run_id }}",
+                "fold_results": trained.output,
+            },
             local_callable=f"{APP_MODULE}:aggregate",
             trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
             deferrable=False,  # a short CPU job, like prepare_dataset

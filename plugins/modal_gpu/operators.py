@@ -18,7 +18,7 @@ What it adds over calling Modal from a ``@task``:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -41,6 +41,15 @@ BACKENDS = ("modal", "local")
 DEFER_FIRST_CHECK_S = 10.0
 # task_state_store key of the current call. Renaming it breaks re-attach for tasks in flight.
 STATE_KEY = "modal_call_id"
+
+
+def plain_data(value: Any) -> Any:
+    """Mappings become dicts and sequences lists, recursively (what Modal pickles and XCom stores)."""
+    if isinstance(value, Mapping):
+        return {key: plain_data(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain_data(item) for item in value]
+    return value
 
 
 class ModalCallFailed(AirflowException):
@@ -128,8 +137,10 @@ class ModalGPUOperator(BaseOperator):
         backend = str(self.backend).strip().lower()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if not isinstance(self.function_kwargs, dict):
+        if not isinstance(self.function_kwargs, Mapping):
             raise TypeError(f"function_kwargs must be a dict, got {type(self.function_kwargs).__name__}")
+        # Plain data on both backends: Airflow hands mapped upstream results over as lazy sequences.
+        self.function_kwargs = plain_data(self.function_kwargs)
         if backend == "local":
             return self._execute_local()
 

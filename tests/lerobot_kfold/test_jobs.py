@@ -139,3 +139,20 @@ class TestAggregate:
         errors = {f["fold_id"]: f["error"] for f in summary["failed_folds"]}
         assert errors[2] == "OOM"
         assert 1 in errors
+
+    def test_folds_the_orchestrator_did_not_see_succeed_count_as_failed(
+        self, stored_demo: str, storage: Path
+    ) -> None:
+        """A fold a user stopped may still have written its result: Airflow's view decides."""
+        for fold_id, value in enumerate([0.3, 0.1, 0.2]):
+            self._write_result(storage, "runs/d/r", fold_id, value)
+        received = [{"fold_id": 0, "status": "ok"}, {"fold_id": 2, "status": "ok"}]
+
+        summary = jobs.aggregate(
+            "runs/d/r", self._plan(stored_demo, storage), {"min_successful_folds": 2}, fold_results=received
+        )
+
+        assert summary["totals"]["n_succeeded"] == 2
+        assert [f["fold_id"] for f in summary["failed_folds"]] == [1]
+        assert "did not succeed in the orchestrator" in summary["failed_folds"][0]["error"]
+        assert summary["metrics"]["val_l1"]["mean"] == pytest.approx(0.25)
