@@ -34,27 +34,22 @@ summary_asset = Asset(
     name=f"lerobot_kfold_summary_{DATASET_NAME}", uri=f"lerobot-kfold://summaries/{DATASET_NAME}"
 )
 
-with DAG(
-    dag_id="lerobot_kfold_retrain_weekly",
-    schedule=os.environ.get("LEROBOT_KFOLD_RETRAIN_CRON", "0 3 * * 1"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["lerobot", "k-fold", "retrain"],
-    doc_md=__doc__,
-):
-    kfold_cross_validation(
-        "kfold_cv", settings=SETTINGS, max_parallel_folds=MAX_PARALLEL, summary_asset=summary_asset
-    )
+# One DAG per way of starting a retrain; the same task group in both.
+SCHEDULES = {
+    "lerobot_kfold_retrain_weekly": os.environ.get("LEROBOT_KFOLD_RETRAIN_CRON", "0 3 * * 1"),
+    "lerobot_kfold_retrain_on_data": [dataset_asset],
+}
 
-with DAG(
-    dag_id="lerobot_kfold_retrain_on_data",
-    schedule=[dataset_asset],
-    catchup=False,
-    max_active_runs=1,
-    tags=["lerobot", "k-fold", "retrain"],
-    doc_md=__doc__,
-):
-    kfold_cross_validation(
-        "kfold_cv", settings=SETTINGS, max_parallel_folds=MAX_PARALLEL, summary_asset=summary_asset
-    )
+for dag_id, schedule in SCHEDULES.items():
+    with DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["lerobot", "k-fold", "retrain"],
+        doc_md=__doc__,
+    ):
+        kfold_cross_validation(
+            "kfold_cv", settings=SETTINGS, max_parallel_folds=MAX_PARALLEL, summary_asset=summary_asset
+        )

@@ -94,18 +94,7 @@ class CVSettings:
         # policy itself is checked by check(), in the validate task: importing lerobot takes seconds,
         # and DAG files build settings at every parse.
         FoldTrainingConfig(
-            dataset_root=".",
-            train_episodes=[0],
-            val_episodes=[1],
-            output_dir=".",
-            steps=self.steps,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            chunk_size=self.chunk_size,
-            eval_every=self.eval_every,
-            save_every=self.save_every,
-            sim_eval_episodes=self.sim_eval_episodes,
-            wandb_mode=self.wandb_mode,
+            dataset_root=".", train_episodes=[0], val_episodes=[1], output_dir=".", **self._training_values()
         )
 
     def check(self) -> None:
@@ -141,19 +130,26 @@ class CVSettings:
         from lerobot_kfold.runner import TrainingParams
 
         return TrainingParams(
-            policy_type=self.policy_type,
             policy_overrides=dict(POLICY_PRESETS[self.policy_preset]),
-            steps=self.steps,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            chunk_size=self.chunk_size,
-            eval_every=self.eval_every,
-            save_every=self.save_every,
-            seed=self.seed,
             torch_threads=torch_threads,
-            sim_eval_episodes=self.sim_eval_episodes,
-            wandb_mode=self.wandb_mode,
+            **self._training_values(),
         )
+
+    def _training_values(self) -> dict[str, Any]:
+        """The settings that are FoldTrainingConfig fields of the same name."""
+        names = (
+            "policy_type",
+            "steps",
+            "batch_size",
+            "learning_rate",
+            "chunk_size",
+            "eval_every",
+            "save_every",
+            "seed",
+            "sim_eval_episodes",
+            "wandb_mode",
+        )
+        return {name: getattr(self, name) for name in names}
 
     def aggregate_config(self) -> AggregateConfig:
         from lerobot_kfold.aggregate import AggregateConfig
