@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
 
 from lerobot_kfold.atomic_io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -171,6 +170,8 @@ def _metric_stats(values: list[float], confidence: float) -> dict[str, Any]:
         # Identical values: report exactly 0, not the rounding residue of the mean (e.g. 3e-17).
         std = 0.0 if out["min"] == out["max"] else float(arr.std(ddof=1))
         sem = std / math.sqrt(n)
+        from scipy import stats  # lazily: every fold process imports this module, few need scipy
+
         half = float(stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)) * sem
         out.update(std=std, sem=sem, ci_low=mean - half, ci_high=mean + half, ci_half_width=half)
     return out

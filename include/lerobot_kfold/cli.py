@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,18 +204,36 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_parallel(num_folds: int, device: str) -> int:
+    """Folds at once when --parallel is not given: one per CPU core on the CPU, one on a GPU.
+
+    Measured (docs/benchmarks.md, item 6): on 2 cores, 2 folds with 1 torch thread each beat one fold
+    at a time with 2 threads, and held up better when other work took a core.
+    """
+    if device == "cuda" or (device == "auto" and _cuda_available()):
+        return 1
+    return max(1, min(num_folds, os.cpu_count() or 1))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lerobot_kfold.demo import DemoConfig, record_demo_dataset
     from lerobot_kfold.runner import KFoldRunConfig, run_kfold
     from lerobot_kfold.summary_table import format_summary
 
+    split, training = _split_config(args), _training_params(args)
     config = KFoldRunConfig(
         dataset_root=args.root,
         output_dir=args.output_dir,
-        split=_split_config(args),
-        training=_training_params(args),
+        split=split,
+        training=training,
         aggregation=_aggregate_config(args),
-        parallel=args.parallel,
+        parallel=args.parallel or default_parallel(split.num_folds, training.device),
         run_id=args.run_id,
     )
     if args.record_demo and not Path(args.root).exists():
@@ -291,7 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="record an N-episode demo dataset at --root first",
     )
-    p.add_argument("--parallel", type=int, default=1, help="folds trained at once, one process each")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="folds trained at once, one process each (default: one per CPU core; 1 on a GPU)",
+    )
     p.add_argument("--run-id", default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     _add_split_options(p)

@@ -171,6 +171,25 @@ class _WandbRun:
             self._run.finish()
 
 
+def train_meters() -> dict[str, Any]:
+    """The meters of lerobot's MetricsTracker that its ``update_policy`` writes to.
+
+    ``update_policy`` records GPU memory whenever CUDA exists (whatever the device), and the tracker
+    refuses metrics it was not given: lerobot-train registers ``gpu_mem_gb`` the same way.
+    """
+    from lerobot.utils.logging_utils import AverageMeter
+
+    meters = {
+        "loss": AverageMeter("loss", ":.3f"),
+        "grad_norm": AverageMeter("grdn", ":.3f"),
+        "lr": AverageMeter("lr", ":0.1e"),
+        "update_s": AverageMeter("updt_s", ":.3f"),
+    }
+    if torch.cuda.is_available():
+        meters["gpu_mem_gb"] = AverageMeter("mem_gb", ":.2f", reduction="max")
+    return meters
+
+
 def train_fold(
     config: FoldTrainingConfig,
     progress: Progress | None = None,
@@ -203,7 +222,7 @@ def train_fold(
     from lerobot.optim.factory import make_optimizer_and_scheduler
     from lerobot.policies import make_policy, make_pre_post_processors
     from lerobot.scripts.lerobot_train import update_policy
-    from lerobot.utils.logging_utils import AverageMeter, MetricsTracker
+    from lerobot.utils.logging_utils import MetricsTracker
     from lerobot.utils.random_utils import set_seed
     from lerobot.utils.utils import cycle
 
@@ -281,12 +300,7 @@ def train_fold(
         config.batch_size,
         len(train_data),
         len(config.train_episodes),
-        {
-            "loss": AverageMeter("loss", ":.3f"),
-            "grad_norm": AverageMeter("grdn", ":.3f"),
-            "lr": AverageMeter("lr", ":0.1e"),
-            "update_s": AverageMeter("updt_s", ":.3f"),
-        },
+        train_meters(),
         initial_step=step,
         accelerator=accelerator,
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Asset, TaskGroup, get_current_context, task
@@ -180,6 +181,8 @@ def kfold_cross_validation(
             map_index_template="fold {{ task.function_kwargs['config']['fold_id'] }}",
             max_active_tis_per_dagrun=max_parallel_folds,
             retries=fold_retries,
+            # A retry re-attaches to the call or resumes from the last checkpoint: no need to wait long.
+            retry_delay=timedelta(seconds=30),
             deferrable=deferrable,
             **common,
         ).expand(function_kwargs=planned)

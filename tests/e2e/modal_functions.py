@@ -7,6 +7,7 @@ would while starting: the window in which a test marks a deferred fold failed or
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -14,12 +15,16 @@ from lerobot_kfold import modal_app
 
 SLOW_MARKER = "slow"
 SLOW_SECONDS = 25.0
+# The fake runs calls as threads of one process where Modal runs containers; lerobot's dataset loading
+# (tqdm progress bars) is not thread-safe, so the bodies take turns. The waiting above stays parallel.
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def train_fold(config: dict[str, Any]) -> dict[str, Any]:
     if SLOW_MARKER in str(config.get("run_id")):
         time.sleep(SLOW_SECONDS)
-    return modal_app.train_fold.local(config)
+    with _ONE_AT_A_TIME:
+        return modal_app.train_fold.local(config)
 
 
 FUNCTIONS = {

@@ -144,6 +144,26 @@ class TestValidation:
         ).is_file()
 
 
+class TestOnACudaMachine:
+    def test_the_tracker_accepts_the_gpu_memory_that_lerobot_records_when_cuda_exists(self, monkeypatch):
+        """lerobot's update_policy sets ``gpu_mem_gb`` whenever CUDA is available, on any device.
+
+        Found by the GPU benchmark: every fold failed on a GPU machine. CI has no GPU, so CUDA is faked
+        here and the tracker is driven the way update_policy drives it.
+        """
+        import torch
+        from lerobot.utils.logging_utils import MetricsTracker
+
+        from lerobot_kfold.training import train_meters
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        tracker = MetricsTracker(8, 100, 10, train_meters())
+        tracker.gpu_mem_gb = 1.5
+        assert tracker.gpu_mem_gb.avg == 1.5
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert "gpu_mem_gb" not in train_meters()
+
+
 class TestResume:
     def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(self, demo_root, tmp_path):
         # Dropout on, so the RNG state must be restored too, not only weights and data order.
