@@ -49,7 +49,7 @@ def test_no_secret_in_xcom_rendered_fields_conf_or_logs(e2e: E2E) -> None:
                     "GET",
                     f"/dags/{DAG_ID}/dagRuns/{run}/taskInstances/{ti['task_id']}/logs/{try_number}",
                     params={"map_index": ti["map_index"], "full_content": True},
-                    headers={"Accept": "text/plain"},
+                    headers={"Accept": "application/x-ndjson"},
                 )
                 assert log.status_code == 200, log.text
                 scanned[f"{where} log try {try_number}"] = log.text
