@@ -37,7 +37,7 @@ def test_no_secret_in_xcom_rendered_fields_conf_or_logs(e2e: E2E) -> None:
         entries = e2e.airflow.api(
             "GET", f"/dags/{DAG_ID}/dagRuns/{run}/taskInstances/~/xcomEntries", params={"limit": 1000}
         ).json()["xcom_entries"]
-        assert {e["key"] for e in entries} >= {"return_value", "modal_call_id"}
+        assert "return_value" in {e["key"] for e in entries}
         for entry in entries:
             value = e2e.airflow.xcom(DAG_ID, run, entry["task_id"], entry["key"], entry["map_index"])
             scanned[f"{run} xcom {entry['task_id']}[{entry['map_index']}] {entry['key']}"] = json.dumps(value)
@@ -60,5 +60,6 @@ def test_no_secret_in_xcom_rendered_fields_conf_or_logs(e2e: E2E) -> None:
     scanned["components log"] = (e2e.airflow.home / "airflow.log").read_text(errors="replace")
 
     assert any("train_fold" in text for name, text in scanned.items() if "log" in name), "logs were read"
+    assert any("modal_call_id" in name for name in scanned), "the modal run's call ids were scanned"
     leaks = {name: _leaks(text) for name, text in scanned.items() if _leaks(text)}
     assert leaks == {}
