@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import modal
+
 from lerobot_kfold import modal_app
 
 
 def test_registers_the_three_jobs() -> None:
-    assert set(modal_app.app.registered_functions) == {"prepare_dataset", "train_fold", "aggregate"}
+    for name in ("prepare_dataset", "train_fold", "aggregate"):
+        assert isinstance(getattr(modal_app, name), modal.Function)
+        assert getattr(modal_app, name).app is modal_app.app
 
 
 def test_every_job_mounts_the_volume_and_only_training_asks_for_a_gpu() -> None:
