@@ -34,8 +34,7 @@ airflow-db: setup
 ## The main job: record the simulator demo dataset (once), run the lerobot_kfold_cv DAG with backend
 ## local (5 folds of a small ACT), print the summary.
 demo: airflow-db
-	@# dag.test() runs the folds one after another: each fold gets every core.
-	LEROBOT_KFOLD_MAX_PARALLEL_FOLDS=$${LEROBOT_KFOLD_MAX_PARALLEL_FOLDS:-1} $(PY) scripts/demo_dag.py --conf '$(DEMO_CONF)'
+	$(PY) scripts/demo_dag.py --conf '$(DEMO_CONF)'
 
 ## A local Airflow (API server and UI, scheduler, DAG processor, triggerer; SQLite, LocalExecutor) on
 ## http://127.0.0.1:$(AIRFLOW_PORT) with this project's DAGs; prints the login. Ctrl-C stops it all.

@@ -1,7 +1,9 @@
 """Run the ``lerobot_kfold_cv`` DAG once, locally, and print its summary: the README's main command.
 
-Airflow's ``dag.test()`` runs every task of one DAG run in this process (folds one after another, each
-with all cores), with the same DAG, task group and operator as a deployed Airflow, backend local. The
+Airflow's ``dag.test()`` runs every task of one DAG run in this process (folds one after another), with
+the same DAG, task group and operator as a deployed Airflow, backend local. Each fold trains with
+``cpu_count // LEROBOT_KFOLD_MAX_PARALLEL_FOLDS`` torch threads (1 on 2 cores): on these machines one
+thread per fold was faster than two, and it holds up when other work takes a core (docs/benchmarks.md). The
 demo dataset is recorded from the simulator into the storage root first when it is not there yet.
 
     python scripts/demo_dag.py [--conf '{"k": 5, "steps": 2000}'] [--episodes 40]
