@@ -8,9 +8,10 @@ sleeps T seconds (a GPU fold that costs no CPU here), then writes its result fil
 T is orchestration: task start-ups, the scheduler loop, the triggerer's polling.
 
 Airflow is set up so that nothing but Airflow itself limits the fan-out: ``LEROBOT_KFOLD_MAX_PARALLEL_FOLDS``
-(the DAG's ``max_active_tis_per_dagrun``), ``core.parallelism`` and ``core.max_active_tasks_per_dag``
-are all at least the largest k (``--parallelism``, default 128), the default pool has 128 slots (deferred
-tasks take none), the fold status poll interval is ``--poll-interval``.
+(the DAG's ``max_active_tis_per_dagrun``) is the largest k, ``core.parallelism`` is ``--parallelism``
+(default 128: LocalExecutor worker processes, so task processes running at once; a deferred task frees
+its slot), ``core.max_active_tasks_per_dag`` is the larger of the two, the default pool has 128 slots
+(deferred tasks take none), the fold status poll interval is ``--poll-interval``.
 
 Per k, one DAG run (the runs one after another on the same Airflow), reported:
 
@@ -22,13 +23,21 @@ Per k, one DAG run (the runs one after another on the same Airflow), reported:
   (finish -> trigger event), and the resume (trigger event -> task end);
 - peak memory of the scheduler and the triggerer, each the component process plus all its descendants
   (LocalExecutor workers and task processes; the triggerer's trigger runner), sampled from /proc every
-  ``--sample-interval`` s: the sum of RSS (counts pages shared between forked processes once per
-  process) and the sum of PSS (shared pages divided among their users; the honest sum), and the most
-  processes seen in the tree.
+  ``--sample-interval`` s (PSS every 4th sample: it is costly to read): the sum of RSS (counts pages
+  shared between forked processes once per process) and the sum of PSS (shared pages divided among
+  their users; the honest sum), and the most processes seen in the tree.
 
-Example (defaults: T = 120 s, k = 4, 16, 64; about 10-12 minutes)::
+Metadata database: SQLite by default (what ``scripts/airflow_local.py`` and ``make airflow`` use), or a
+private PostgreSQL with ``--postgres`` (``initdb``/``pg_ctl`` on PATH, run as user ``postgres`` when this
+runs as root; the drivers from ``--driver-path``, e.g. ``pip install --target .cache/bench/pgdeps
+psycopg2-binary asyncpg``). On SQLite a burst of task starts can make the scheduler, triggerer and DAG
+processor exit on ``database is locked``; the run then never ends, so the benchmark stops it as "stuck"
+once the scheduler or triggerer is gone, with the log lines that say why.
+
+Examples (T = 120 s; about 10-12 minutes for k = 4, 16, 64, about 5 for k = 64 alone)::
 
     .venv/bin/python bench/fanout.py --json .cache/bench/fanout.json
+    .venv/bin/python bench/fanout.py --ks 64 --postgres --json .cache/bench/fanout_k64_pg.json
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -47,6 +57,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from benchlib import (
     REPO,
     exit_on_sigterm,
@@ -59,14 +70,14 @@ from benchlib import (
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from scripts.airflow_local import LocalAirflow
+from scripts.airflow_local import LocalAirflow, free_port
 from tests.fake_modal.control_plane import FakeModalControlPlane
 
 DAG_ID = "lerobot_kfold_cv"
 GROUP = "kfold_cv"
 FOLD_TASK = f"{GROUP}.train_fold"
 BENCH = Path(__file__).resolve().parent
-COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
+COMPONENTS = ("scheduler", "triggerer", "dag-processor")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,12 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--parallelism",
         type=int,
         default=128,
-        help="core.parallelism and core.max_active_tasks_per_dag (must be >= the largest k)",
+        help="core.parallelism: LocalExecutor worker processes, i.e. task processes running at once "
+        "(a deferred task frees its slot); core.max_active_tasks_per_dag is max(this, largest k)",
     )
     parser.add_argument("--episodes", type=int, default=128, help="synthetic episodes (>= the largest k)")
     parser.add_argument("--sample-interval", type=float, default=0.5, help="seconds between memory samples")
     parser.add_argument(
-        "--settle", type=float, default=10.0, help="idle seconds before each run (memory baseline)"
+        "--settle", type=float, default=5.0, help="idle seconds before each run (memory baseline)"
     )
     parser.add_argument(
         "--work-dir",
@@ -98,18 +110,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=REPO / ".cache" / "bench" / "fanout",
         help="scratch folder (Airflow home, storage, plane logs); emptied first",
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="metadata database on a private PostgreSQL (initdb/pg_ctl from PATH, run as user 'postgres' "
+        "when this runs as root) instead of SQLite; needs psycopg2 and asyncpg, see --driver-path",
+    )
+    parser.add_argument(
+        "--driver-path",
+        type=Path,
+        default=REPO / ".cache" / "bench" / "pgdeps",
+        help="folder put on Airflow's PYTHONPATH with --postgres (e.g. pip install --target FOLDER "
+        "psycopg2-binary asyncpg)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write results as JSON")
     args = parser.parse_args(argv)
-    if max(args.ks) > args.parallelism or max(args.ks) > args.episodes or min(args.ks) < 2:
-        parser.error("every k must be >= 2 and <= --parallelism and --episodes")
+    if max(args.ks) > args.episodes or min(args.ks) < 2:
+        parser.error("every k must be >= 2 and <= --episodes")
     return args
 
 
 # ---------------------------------------------------------------------------------------- /proc memory
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, cmdline) of every live process."""
+def _proc_table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (parent pid, cmdline, process group) of every live process."""
     table = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -119,7 +144,7 @@ def _proc_table() -> dict[int, tuple[int, str]]:
             cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError):
             continue
-        table[int(stat.parent.name)] = (int(fields[1]), cmdline)
+        table[int(stat.parent.name)] = (int(fields[1]), cmdline, int(fields[2]))
     return table
 
 
@@ -142,13 +167,19 @@ def _pss_kib(pid: int) -> int:
 
 
 class MemorySampler(threading.Thread):
-    """Samples RSS and PSS of each Airflow component's process tree (the component and its descendants)."""
+    """Samples RSS and PSS of each Airflow component's process tree (the component and its descendants).
 
-    def __init__(self, group: int, interval: float) -> None:
+    Only components in this Airflow's process group count: other Airflows may run on a shared machine.
+    """
+
+    def __init__(self, group: int, interval: float, pss_every: int = 4) -> None:
         super().__init__(daemon=True)
         self.group = group
         self.interval = interval
+        # PSS (smaps_rollup) costs far more to read than RSS: only every pss_every-th sample.
+        self.pss_every = pss_every
         self.samples: list[dict[str, Any]] = []
+        self.cpu_s = 0.0  # CPU time this sampler spent (it shares the machine with what it measures)
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -156,16 +187,26 @@ class MemorySampler(threading.Thread):
         self.join(timeout=10)
 
     def run(self) -> None:
+        count = 0
         while not self._stop_event.is_set():
             started = time.time()
+            cpu = time.thread_time()
             with contextlib.suppress(Exception):  # a process may vanish between two reads
-                self.samples.append(self.sample(started))
+                self.samples.append(self.sample(started, with_pss=count % self.pss_every == 0))
+            self.cpu_s += time.thread_time() - cpu
+            count += 1
             self._stop_event.wait(max(0.0, self.interval - (time.time() - started)))
 
-    def sample(self, now: float) -> dict[str, Any]:
+    def alive(self, component: str) -> bool:
+        """Whether this Airflow's component process is running."""
+        return any(
+            pgid == self.group and _is_component(cmd, component) for _, cmd, pgid in _proc_table().values()
+        )
+
+    def sample(self, now: float, with_pss: bool = True) -> dict[str, Any]:
         table = _proc_table()
         children: dict[int, list[int]] = {}
-        for pid, (ppid, _) in table.items():
+        for pid, (ppid, _, _) in table.items():
             children.setdefault(ppid, []).append(pid)
         sample: dict[str, Any] = {"t": now}
         for component in COMPONENTS:
@@ -173,8 +214,10 @@ class MemorySampler(threading.Thread):
             # children such as LocalExecutor workers may keep the parent's command line).
             roots = [
                 pid
-                for pid, (ppid, cmd) in table.items()
-                if _is_component(cmd, component) and not _is_component(table.get(ppid, (0, ""))[1], component)
+                for pid, (ppid, cmd, pgid) in table.items()
+                if pgid == self.group
+                and _is_component(cmd, component)
+                and not _is_component(table.get(ppid, (0, "", 0))[1], component)
             ]
             tree: set[int] = set()
             todo = list(roots)
@@ -190,7 +233,7 @@ class MemorySampler(threading.Thread):
             sample[component] = {
                 "root_rss_mib": sum(_rss_kib(p) for p in roots) / 1024,
                 "rss_mib": sum(_rss_kib(p) for p in tree) / 1024,
-                "pss_mib": sum(_pss_kib(p) for p in tree) / 1024,
+                "pss_mib": sum(_pss_kib(p) for p in tree) / 1024 if with_pss else None,
                 "procs": len(tree),
                 "kinds": kinds,
             }
@@ -210,7 +253,7 @@ def _is_component(cmdline: str, component: str) -> bool:
 
 
 def peak(samples: list[dict[str, Any]], component: str, key: str) -> float | None:
-    values = [s[component][key] for s in samples if component in s]
+    values = [s[component][key] for s in samples if component in s and s[component][key] is not None]
     return max(values) if values else None
 
 
@@ -317,11 +360,17 @@ def analyse_run(
         per_fold.append(row)
 
     def diffs(a: str, b: str) -> list[float]:
-        return [r[b] - r[a] for r in per_fold if r.get(a) is not None and r.get(b) is not None]
+        # Folds that needed an Airflow retry mix two tries' dates: left out here, listed in "retried_folds".
+        return [
+            r[b] - r[a]
+            for r in per_fold
+            if r.get("try_number") == 1 and r.get(a) is not None and r.get(b) is not None
+        ]
 
     first_start = min(starts) if starts else None
     fold_phase = (max(ends) - first_start) if starts and ends else None
     spawns = [r["spawn"] for r in per_fold if r.get("spawn")]
+    first_try_spawns = [r["spawn"] for r in per_fold if r.get("try_number") == 1 and r.get("spawn")]
     finishes = [r["finish"] for r in per_fold if r.get("finish")]
     trigger_events = [r["log_trigger_event"] for r in per_fold if r.get("log_trigger_event")]
     result: dict[str, Any] = {
@@ -329,6 +378,8 @@ def analyse_run(
         "run_id": run_id,
         "state": run.get("state"),
         "folds_succeeded": sum(1 for t in folds if t["state"] == "success"),
+        "retried_folds": [r["map_index"] for r in per_fold if (r.get("try_number") or 1) > 1],
+        "calls_spawned": len(spawn_t),
         "run_wall_s": (run_end - triggered_at) if run_end else None,
         "fold_phase_s": fold_phase,
         "before_folds_s": (first_start - triggered_at) if first_start else None,
@@ -337,6 +388,10 @@ def analyse_run(
             # first fold start -> last fold start / last spawn: how long until every GPU call was out
             "last_start_after_first_s": (max(starts) - first_start) if starts else None,
             "last_spawn_after_first_start_s": (max(spawns) - first_start) if spawns and first_start else None,
+            # the same over the folds' first tries only (a retried fold spawns or re-attaches later)
+            "last_spawn_after_first_start_first_tries_s": (max(first_try_spawns) - first_start)
+            if first_try_spawns and first_start
+            else None,
             # last call finished -> last fold task ended
             "tail_after_last_finish_s": (max(ends) - max(finishes)) if ends and finishes else None,
             "first_trigger_event_after_last_finish_s": (
@@ -376,6 +431,115 @@ def analyse_run(
 # ---------------------------------------------------------------------------------------- main
 
 
+class PrivatePostgres:
+    """A throwaway PostgreSQL server on 127.0.0.1 (trust auth) for Airflow's metadata database."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = free_port()
+        self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run([*self.prefix, *cmd], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.prefix:
+            shutil.chown(self.folder, user="postgres")
+        initdb, pg_ctl = (shutil.which(name) or name for name in ("initdb", "pg_ctl"))
+        self._run(initdb, "-D", str(self.data), "--auth=trust", "-U", "airflow")
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300"
+        self._run(
+            pg_ctl,
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.folder / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+        psql = shutil.which("psql") or "psql"
+        subprocess.run(
+            [
+                psql,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "airflow",
+                "-d",
+                "postgres",
+                "-c",
+                "CREATE DATABASE airflow",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return f"postgresql+psycopg2://airflow@127.0.0.1:{self.port}/airflow"
+
+    def stop(self) -> None:
+        pg_ctl = shutil.which("pg_ctl") or "pg_ctl"
+        with contextlib.suppress(Exception):
+            self._run(pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+def component_errors(airflow: LocalAirflow) -> list[str]:
+    """The components' error and exit lines from the Airflow log (why a run got stuck)."""
+    pattern = re.compile(
+        r"Exited execute loop|Exited trigger loop|Exception when executing|OperationalError\)|"
+        r"Shutting down LocalExecutor"
+    )
+    path = airflow.home / "airflow.log"
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    found = [line[:240] for line in lines if pattern.search(line)]
+    return found[-20:]
+
+
+def wait_for_run(
+    airflow: LocalAirflow, run_id: str, timeout: float, sampler: MemorySampler
+) -> tuple[str, dict[str, Any]]:
+    """Poll the run's state every 2 s until it ends; a slow or failing REST call is retried, not fatal.
+
+    Also returns how the API server answered meanwhile (it also serves the task processes' execution API,
+    so a fan-out slows it down): the slowest answer and the number of failed or timed-out calls.
+    """
+    deadline = time.monotonic() + timeout
+    latencies: list[float] = []
+    errors = 0
+    state = "unknown"
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        try:
+            response = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
+            response.raise_for_status()
+            state = response.json()["state"]
+        except httpx.HTTPError:
+            errors += 1
+        latencies.append(time.monotonic() - started)
+        if state in ("success", "failed"):
+            break
+        dead = [c for c in ("scheduler", "triggerer") if not sampler.alive(c)]
+        if dead:  # a crashed component never comes back: the run would wait forever
+            time.sleep(5.0)
+            dead = [c for c in dead if not sampler.alive(c)]
+            if dead:
+                state = f"stuck: {' and '.join(dead)} exited"
+                break
+        time.sleep(2.0)
+    else:
+        raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s (last state {state})")
+    return state, {
+        "calls": len(latencies),
+        "failed_calls": errors,
+        "max_latency_s": max(latencies) if latencies else None,
+        "median_latency_s": med(latencies),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exit_on_sigterm()
@@ -413,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         "LEROBOT_KFOLD_POLL_INTERVAL_S": str(args.poll_interval),
         "LEROBOT_KFOLD_MAX_PARALLEL_FOLDS": str(max(args.ks)),
         "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
-        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(args.parallelism),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(args.parallelism, *args.ks)),
         "HF_HUB_OFFLINE": "1",
         "MPLCONFIGDIR": str(REPO / ".cache" / "matplotlib"),
     }
@@ -435,6 +599,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     airflow_env["MODAL_SERVER_URL"] = plane.url
     airflow_env["AIRFLOW_CONN_MODAL_DEFAULT"] = json.dumps(connection)
+    postgres = None
+    if args.postgres:
+        postgres = PrivatePostgres(work / "pg")
+        progress("starting a private PostgreSQL for Airflow's metadata database")
+        airflow_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = postgres.start()
+        airflow_env["PYTHONPATH"] = os.pathsep.join(
+            [
+                str(args.driver_path.resolve()),
+                *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+            ]
+        )
+    settings["metadata_db"] = "postgresql" if postgres else "sqlite"
     airflow = LocalAirflow(work / "airflow", env=airflow_env)
     sampler = None
     failures = 0
@@ -472,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
                 json={"dag_run_id": run_id, "logical_date": None, "conf": conf},
             )
             response.raise_for_status()
-            state = airflow.wait_for_run(DAG_ID, run_id, timeout=args.fold_seconds + 900)
+            state, rest = wait_for_run(airflow, run_id, timeout=args.fold_seconds + 1200, sampler=sampler)
             done_at = time.time()
             time.sleep(2 * args.sample_interval)
             result = analyse_run(airflow, plane, run_id, k, args.fold_seconds, triggered_at, call_ids_before)
@@ -481,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
             result["memory"] = {
                 component: {
                     "idle_rss_mib": med([s[component]["rss_mib"] for s in idle]),
-                    "idle_pss_mib": med([s[component]["pss_mib"] for s in idle]),
+                    "idle_pss_mib": med([s[component]["pss_mib"] for s in idle if s[component]["pss_mib"]]),
                     "peak_rss_mib": peak(window, component, "rss_mib"),
                     "peak_pss_mib": peak(window, component, "pss_mib"),
                     "peak_root_rss_mib": peak(window, component, "root_rss_mib"),
@@ -495,13 +671,23 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for component in COMPONENTS
             }
+            result["rest_api_while_running"] = rest
             result["samples"] = len(window)
             result["load_avg_before"] = [round(x, 2) for x in load]
             result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
             runs.append(result)
+            result["state"] = state if state.startswith("stuck") else result["state"]
+            result["sampler_cpu_s"] = round(sampler.cpu_s, 1)
             if state != "success" or result["folds_succeeded"] != k:
                 failures += 1
                 progress(f"k={k}: run {state}, {result['folds_succeeded']}/{k} folds succeeded")
+                result["log_errors"] = component_errors(airflow)
+                for line in result["log_errors"][-5:]:
+                    progress(f"  {line}")
+                if state.startswith("stuck"):
+                    if args.json:
+                        write_json(args.json, payload(args, settings, info_before, runs), quiet=True)
+                    break
             progress(
                 f"k={k}: {state}; run wall {fmt_s(result['run_wall_s'])} "
                 f"({fmt_x(result['run_wall_over_T'])} T), fold phase {fmt_s(result['fold_phase_s'])} "
@@ -517,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         progress("stopping Airflow and the control plane")
         airflow.stop()
         plane.stop()
+        if postgres is not None:
+            postgres.stop()
     info_after = machine_info()
     report(args, runs, info_before, info_after)
     if args.json:
@@ -557,7 +745,8 @@ def report(args, runs, info_before, info_after) -> None:
     t = args.fold_seconds
     print(
         f"\nFan-out, T = {t:g} s per fold call, poll interval {args.poll_interval:g} s, "
-        f"parallelism {args.parallelism}; one run per k"
+        f"parallelism {args.parallelism}, metadata database {'PostgreSQL' if args.postgres else 'SQLite'}; "
+        "one run per k"
     )
     header = [
         "k",
@@ -591,11 +780,11 @@ def report(args, runs, info_before, info_after) -> None:
             ]
         )
     print(markdown_table(header, rows))
-    print("\nWhere the fold phase goes (per fold: median (min-max) s):")
+    print("\nWhere the fold phase goes (per fold, first tries only: median (min-max) s):")
     header = [
         "k",
         "last fold start after first",
-        "last spawn after first start",
+        "last spawn after first start (first tries)",
         "start -> spawn",
         "deferred -> trigger runs",
         "spawn -> finish",
@@ -612,7 +801,8 @@ def report(args, runs, info_before, info_after) -> None:
             [
                 str(r["k"]),
                 _r(fo["last_start_after_first_s"]),
-                _r(fo["last_spawn_after_first_start_s"]),
+                f"{_r(fo['last_spawn_after_first_start_s'])} "
+                f"({_r(fo.get('last_spawn_after_first_start_first_tries_s'))})",
                 _trio(ph["start_to_spawn"]),
                 _trio(ph["deferred_to_trigger_started"]),
                 _trio(ph["spawn_to_finish"]),
@@ -624,6 +814,16 @@ def report(args, runs, info_before, info_after) -> None:
             ]
         )
     print(markdown_table(header, rows))
+    print("\nFolds that needed an Airflow retry (left out of the per-fold phases):")
+    for r in runs:
+        print(f"  k={r['k']}: retried {r.get('retried_folds')}, {r.get('calls_spawned')} fold calls spawned")
+    print("\nREST API (GET the run every 2 s) while each run ran:")
+    for r in runs:
+        rest = r.get("rest_api_while_running") or {}
+        print(
+            f"  k={r['k']}: {rest.get('calls')} calls, {rest.get('failed_calls')} failed or timed out, "
+            f"median {_r(rest.get('median_latency_s'), 2)} s, slowest {_r(rest.get('max_latency_s'), 1)} s"
+        )
     print("\nOther tasks (queued -> start, duration) s:")
     for r in runs:
         parts = [

@@ -9,9 +9,10 @@ threads:
   five folds one after another in this one process, aggregate.
 - ``dag.test``: the ``lerobot_kfold_cv`` DAG with backend local as ``make demo`` runs it:
   ``scripts/demo_dag.py --conf {...}`` (Airflow's ``dag.test()``: every task in this one process, folds one
-  after another) with ``LEROBOT_KFOLD_MAX_PARALLEL_FOLDS = cpu_count / T``, which is how the DAG sets a
-  fold's torch threads (1 on this 2-core machine with T = 2, ``make demo``'s default), on a migrated
-  SQLite ``AIRFLOW_HOME``.
+  after another) on a migrated SQLite ``AIRFLOW_HOME``. The DAG sets a fold's torch threads to
+  ``cpu_count // LEROBOT_KFOLD_MAX_PARALLEL_FOLDS``, so this side runs with that variable at
+  ``cpu_count / T`` (``make demo`` leaves it at its default 2: one thread per fold on 2 cores, which is
+  ``--threads 1`` here).
 - ``airflow`` (only when T = cpu_count, so that max parallel folds is 1): the same DAG on a real local
   Airflow (``scripts/airflow_local.py``: scheduler, LocalExecutor, triggerer, ...), every task in its own
   process. Airflow is started before each such run and stopped after it (not timed), so it does not load
@@ -24,10 +25,13 @@ dates (from the metadata database): start-up before the first task, validate, pr
 aggregate, the folds' task time beyond their ``wall_s``, the gaps between tasks, and the end after the
 last task; for the CLI by its progress lines (planned -> each fold done).
 
-Example (the defaults: k=5, 200 steps, validation and checkpoints every 100 steps, batch 64, 2 torch
-threads, 2 repeats; about 12 minutes on 2 CPU cores)::
+Examples (k=5, 200 steps, validation and checkpoints every 100 steps, batch 64, 2 repeats). The default
+2 torch threads (on 2 cores) lets the real-Airflow side run its folds one at a time (max parallel folds 1);
+about 10 minutes on an idle 2-core machine. ``--threads 1`` is ``make demo``'s setting (the airflow side is
+then skipped: it would train two folds at once); about 7 minutes::
 
     .venv/bin/python bench/orchestration_overhead.py --json .cache/bench/orchestration.json
+    .venv/bin/python bench/orchestration_overhead.py --threads 1 --sides cli dag.test
 """
 
 from __future__ import annotations
@@ -152,18 +156,19 @@ def dag_breakdown(tis: list[dict[str, Any]], t0: float, t_end: float, walls: lis
     if not tis:
         return out
     out["before_first_task_s"] = tis[0]["start"] - t0
-    out["after_last_task_s"] = t_end - max(t["end"] for t in tis)
-    gaps = 0.0
-    for prev, nxt in itertools.pairwise(tis):
-        gaps += max(0.0, nxt["start"] - prev["end"])
-    out["gaps_between_tasks_s"] = gaps
-    for name in ("validate", "prepare_dataset", "plan", "aggregate"):
+    for name in ("validate", "prepare_dataset", "plan"):
         out[f"{name}_s"] = sum(t["end"] - t["start"] for t in tis if t["task"].endswith("." + name))
     folds = [t for t in tis if t["task"] == FOLD_TASK]
     out["fold_tasks_s"] = sum(t["end"] - t["start"] for t in folds)
     present = [w for w in walls if w is not None]
     out["fold_wall_sum_s"] = sum(present)
     out["fold_task_beyond_wall_s"] = out["fold_tasks_s"] - out["fold_wall_sum_s"]
+    out["aggregate_s"] = sum(t["end"] - t["start"] for t in tis if t["task"].endswith(".aggregate"))
+    gaps = 0.0
+    for prev, nxt in itertools.pairwise(tis):
+        gaps += max(0.0, nxt["start"] - prev["end"])
+    out["gaps_between_tasks_s"] = gaps
+    out["after_last_task_s"] = t_end - max(t["end"] for t in tis)
     out["fold_task_beyond_wall_per_fold_s"] = [
         round((t["end"] - t["start"]) - w, 3)
         for t, w in zip(sorted(folds, key=lambda t: t["map_index"]), walls, strict=False)
@@ -406,7 +411,9 @@ def summarize(args, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "outside_folds_s": median([r["wall_s"] - sum(r["fold_wall_s"]) for r in ok]),
             "peak_rss_mib": median([r.get("peak_rss_mib") for r in ok]),
         }
-        keys = sorted({key for r in ok for key, v in r["breakdown"].items() if isinstance(v, int | float)})
+        keys = list(
+            dict.fromkeys(k for r in ok for k, v in r["breakdown"].items() if isinstance(v, int | float))
+        )
         row["breakdown"] = {key: median([r["breakdown"].get(key) for r in ok]) for key in keys}
         table[side] = row
     cli = table.get("cli", {})

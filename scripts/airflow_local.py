@@ -7,6 +7,9 @@ reads task logs from the local log folder). They run in one process group, stopp
     python scripts/airflow_local.py [--port 8080] [--home .cache/airflow]
 
 Tests and benchmarks use ``LocalAirflow`` to start a private instance and drive it through the REST API.
+SQLite suits a handful of folds at once: with 64 fold tasks starting together the database locked and the
+scheduler and triggerer exited (docs/benchmarks.md, item 4); point ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``
+at PostgreSQL for that.
 """
 
 from __future__ import annotations

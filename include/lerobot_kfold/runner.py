@@ -74,17 +74,21 @@ class TrainingParams:
     wandb_mode: str = "disabled"
     wandb_project: str = "lerobot-kfold"
     stop_at_step: int | None = None
+    # Check policy_type and policy_overrides against lerobot now (imports torch and lerobot, seconds).
+    # Callers that already checked them, such as the DAG's plan task after validate, pass False.
+    check_policy: dataclasses.InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check_policy: bool) -> None:
         shared = {f.name for f in dataclasses.fields(FoldTrainingConfig)} - _PER_FOLD_FIELDS
         mine = {f.name for f in dataclasses.fields(self)}
         if shared != mine:  # a programming error: keep the two dataclasses in step
             raise AssertionError(f"TrainingParams out of sync with FoldTrainingConfig: {shared ^ mine}")
         # Validate now (with placeholder episodes) so a bad value fails before planning or recording.
         self.fold_config(Path("."), "placeholder", Fold(0, 0, 0, (0,), (1,)), "local/check", None)
-        from lerobot_kfold.training import check_policy_overrides
+        if check_policy:
+            from lerobot_kfold.training import check_policy_overrides
 
-        check_policy_overrides(self.policy_type, self.policy_overrides)
+            check_policy_overrides(self.policy_type, self.policy_overrides)
 
     def fold_config(
         self, output_dir: Path, dataset_root: str, fold: Fold, repo_id: str, run_id: str | None

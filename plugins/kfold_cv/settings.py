@@ -126,12 +126,15 @@ class CVSettings:
             repeats=self.repeats,
         )
 
-    def training_params(self, torch_threads: int | None = None) -> TrainingParams:
+    def training_params(self, torch_threads: int | None = None, check_policy: bool = True) -> TrainingParams:
+        """The library's training parameters; ``check_policy=False`` skips lerobot's policy check
+        (seconds of imports) where ``check()`` already ran it."""
         from lerobot_kfold.runner import TrainingParams
 
         return TrainingParams(
             policy_overrides=dict(POLICY_PRESETS[self.policy_preset]),
             torch_threads=torch_threads,
+            check_policy=check_policy,
             **self._training_values(),
         )
 

@@ -165,6 +165,11 @@ class ModalGPUOperator(BaseOperator):
         self._remember(context, call_id)
 
         if self.deferrable:
+            # From here the call is the trigger's: a user action on the deferred task reaches the
+            # trigger's on_kill, which knows a clear from a mark-failed. This process may still be killed
+            # while it exits after deferring (e.g. a status report that timed out under load); its
+            # on_kill must not cancel the GPU job the trigger is waiting on.
+            self._call_id = None
             self.defer(
                 trigger=ModalFunctionCallTrigger(
                     call_id=call_id,
@@ -249,6 +254,7 @@ class ModalGPUOperator(BaseOperator):
         started = time.monotonic()
         next_note = started + 60
         unreachable_since: float | None = None
+        polls = 0
         while True:
             try:
                 status: CallStatus = self.hook.poll(call_id)
@@ -268,7 +274,10 @@ class ModalGPUOperator(BaseOperator):
             if now >= next_note:
                 self.log.info("Modal call %s still running (%.0f s)", call_id, now - started)
                 next_note = now + 300
-            time.sleep(self.poll_interval)
+            # Short calls (a dataset check, an aggregation) should not wait a whole interval: back off
+            # from 0.5 s up to poll_interval.
+            time.sleep(min(self.poll_interval, 0.5 * 2 ** min(polls, 10)))
+            polls += 1
 
     def _failure_message(self, call_id: str | None, error: str | None) -> str:
         return (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -504,11 +505,16 @@ class TestModalGPUOperatorOnKill:
 
         operator.on_kill()
 
-    def test_on_kill_after_deferring_cancels_the_spawned_call(self, plane, modal_connection, make_operator):
+    def test_on_kill_after_deferring_leaves_the_call_to_the_trigger(
+        self, plane, modal_connection, make_operator
+    ):
+        """Once deferred, the call is the trigger's: the worker process may still be killed while it exits
+        (seen under load in the fan-out benchmark), and that must not cancel the GPU job the trigger waits
+        on. User actions on the deferred task reach the trigger's on_kill instead."""
         operator = make_operator(function_name="sleep", function_kwargs={"seconds": 30.0, "value": None})
         trigger = defer(operator, make_context(InMemoryTaskStateStore()))
-        assert events_of(plane, "cancel", trigger.call_id) == []
 
         operator.on_kill()
 
-        assert event_for(plane, "cancel", trigger.call_id)
+        time.sleep(0.5)
+        assert events_of(plane, "cancel", trigger.call_id) == []
