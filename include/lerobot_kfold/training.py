@@ -15,9 +15,11 @@ what k-fold needs and ``lerobot-train`` lacks:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -142,6 +144,27 @@ def _existing_result(config: FoldTrainingConfig) -> dict[str, Any] | None:
     return None
 
 
+# wandb run ids: at most 128 characters, none of :;,#?/' (wandb raises UsageError otherwise).
+_WANDB_ID_MAX = 128
+_WANDB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def wandb_run_id(run_id: str | None, fold_id: int) -> str:
+    """A W&B run id unique per (k-fold run, fold) that wandb accepts.
+
+    Airflow run ids hold ``:``, ``+`` and ``/`` (``lerobot_kfold_cv/manual__2026-01-01T00:00:00+00:00``),
+    which wandb rejects. A retried fold gets the same id, so it resumes its W&B run. Long ids are
+    shortened with a hash of the whole run id, never by cutting off the fold number.
+    """
+    run = run_id or "run"
+    suffix = f"-fold-{fold_id}"
+    slug = _WANDB_ID_UNSAFE.sub("-", run).strip("-") or "run"
+    if len(slug) + len(suffix) > _WANDB_ID_MAX:
+        digest = hashlib.sha1(run.encode()).hexdigest()[:12]
+        slug = f"{slug[: _WANDB_ID_MAX - len(suffix) - len(digest) - 1]}-{digest}"
+    return slug + suffix
+
+
 class _WandbRun:
     """Optional W&B logging. The API key is read by wandb from its environment, never passed here."""
 
@@ -155,7 +178,7 @@ class _WandbRun:
             project=config.wandb_project,
             group=config.run_id,
             name=f"fold-{config.fold_id}",
-            id=f"{config.run_id or 'run'}-fold-{config.fold_id}".replace("/", "-")[:120],
+            id=wandb_run_id(config.run_id, config.fold_id),
             resume="allow",
             mode=config.wandb_mode,
             dir=str(config.output_path),

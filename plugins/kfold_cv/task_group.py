@@ -2,12 +2,14 @@
 
     validate -> prepare_dataset -> plan -> train_fold (mapped: "fold 0", "fold 1", ...) -> aggregate
 
-- ``validate`` (worker): every setting, the storage root, the dataset (local backend) or the Modal
-  connection and deployed app (modal backend). It is the last point where a mistake costs nothing.
+- ``validate`` (worker): every setting, the storage root, the dataset and a W&B key for
+  ``wandb_mode='online'`` (local backend) or the Modal connection and deployed app (modal backend). It is
+  the last point where a mistake costs nothing.
 - ``prepare_dataset`` (Modal CPU or local): fetches a hub dataset once into storage, checks the
   policy's features, returns the episode metadata.
 - ``plan`` (worker): the library's fold manifest, and one training config per fold.
 - ``train_fold``: one ``ModalGPUOperator`` per fold (dynamic task mapping), concurrency capped per run.
+  On the local backend a fold that logs to W&B reads its key from an Airflow connection (``wandb_key``).
 - ``aggregate``: runs once every fold has finished, failed ones included; fails when fewer than
   ``min_successful_folds`` succeeded (never averages fewer folds silently); writes summary.json,
   folds.csv and the report next to the folds; returns the summary (means, stds, intervals, best fold,
@@ -28,6 +30,7 @@ from typing import Any
 from airflow.sdk import Asset, TaskGroup, get_current_context, task
 from airflow.task.trigger_rule import TriggerRule
 
+from kfold_cv import wandb_key
 from kfold_cv.settings import CVSettings
 from lerobot_kfold import storage
 from modal_gpu.hooks import ModalGPUHook
@@ -101,6 +104,7 @@ def kfold_cross_validation(
             run_folder = f"{storage.run_folder(dag_run.dag_id, dag_run.run_id)}/{storage.safe_name(group_id)}"
             if cv.backend == "local":
                 _check_local(cv, run_folder)
+                wandb_key.check_key_available(cv.wandb_mode, wandb_key.connection_id())
             else:
                 _check_modal(app_name, modal_conn_id)
             print(f"k-fold settings: {cv.to_dict()}")
@@ -175,7 +179,7 @@ def kfold_cross_validation(
         trained = ModalGPUOperator.partial(
             task_id="train_fold",
             function_name="train_fold",
-            local_callable=f"{APP_MODULE}:train_fold",
+            local_callable="kfold_cv.local_folds:train_fold",  # the same body, W&B key from a connection
             gpu=pulled("gpu"),
             timeout=pulled("timeout_s"),
             map_index_template="fold {{ task.function_kwargs['config']['fold_id'] }}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,17 @@ APP_FUNCTIONS = {
 }
 
 pytestmark = pytest.mark.slow
+
+W_KEY = "wandb-dag-test-key-3c9e"
+KEYS_SEEN: list[str | None] = []
+
+
+def train_fold_seeing_the_key(config: dict[str, Any]) -> dict[str, Any]:
+    """The real local fold body, after noting the W&B key it trains with."""
+    from modal_gpu.local import resolve_callable
+
+    KEYS_SEEN.append(os.environ.get("WANDB_API_KEY"))
+    return resolve_callable("lerobot_kfold.modal_app:train_fold")(config=config)
 
 
 def _check_summary_against_folds(summary: dict[str, Any], folds: dict[int, dict[str, Any]], k: int) -> None:
@@ -116,6 +128,47 @@ class TestLocalBackend:
         assert not (tmp_path / "runs" / DAG_ID).exists() or not any(
             (tmp_path / "runs" / DAG_ID).rglob("result.json")
         )
+
+    def test_folds_logging_to_wandb_get_the_key_from_the_airflow_connection(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from kfold_cv import local_folds
+
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(tmp_path))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_WANDB_DEFAULT", json.dumps({"conn_type": "generic", "password": W_KEY})
+        )
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+        monkeypatch.setattr(local_folds, "BODY", f"{__name__}:train_fold_seeing_the_key")
+        KEYS_SEEN.clear()
+        dag = dagbag.get_dag(DAG_ID)
+
+        run = dag.test(run_conf={"dataset_root": str(demo_root), "k": 2, "wandb_mode": "offline", **TINY})
+
+        assert run.state == "success", task_states(run)
+        assert KEYS_SEEN == [W_KEY, W_KEY]
+        assert "WANDB_API_KEY" not in os.environ, "the key is only set while a fold trains"
+        summary = xcom_values(run, "kfold_cv.aggregate")[-1]
+        for fold_id in range(2):
+            fold_dir = tmp_path / summary["run_folder"] / "folds" / f"fold_{fold_id:03d}"
+            assert list((fold_dir / "wandb").glob("offline-run-*")), "wandb logged the fold (offline)"
+        assert W_KEY not in json.dumps([xcom_values(run, "kfold_cv.train_fold"), summary])
+
+    def test_wandb_online_without_a_key_fails_in_validate(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(tmp_path))
+        monkeypatch.delenv("AIRFLOW_CONN_WANDB_DEFAULT", raising=False)
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+        monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+        dag = dagbag.get_dag(DAG_ID)
+
+        run = dag.test(run_conf={"dataset_root": str(demo_root), "k": 2, "wandb_mode": "online", **TINY})
+
+        states = task_states(run)
+        assert run.state == "failed"
+        assert states[("kfold_cv.validate", -1)] == "failed"
+        assert states[("kfold_cv.prepare_dataset", -1)] == "upstream_failed"
 
 
 class TestModalBackend:

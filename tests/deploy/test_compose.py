@@ -40,6 +40,7 @@ DAEMONS = (*AIRFLOW_COMPONENTS, "postgres", "redis")
 FAKE_TOKEN_ID = "ak-fakeTokenIdForComposeTest"
 FAKE_TOKEN_SECRET = "as-fakeTokenSecretForComposeTest"
 CONN_VAR = "AIRFLOW_CONN_MODAL_DEFAULT"
+WANDB_CONN_VAR = "AIRFLOW_CONN_WANDB_DEFAULT"
 
 
 def _dev_pin(name: str) -> str:
@@ -275,6 +276,28 @@ class TestModalConnection:
             assert CONN_VAR not in (config_with_modal_token["services"][name].get("environment") or {})
 
 
+class TestWandbConnection:
+    def test_the_key_fills_wandb_default_and_nothing_else(self, tmp_path: Path) -> None:
+        from airflow.models.connection import Connection
+
+        key = "wandb-fake-key-for-compose-test"
+        config = resolved_config(tmp_path, {"WANDB_API_KEY": key})
+        for name in AIRFLOW_SERVICES:
+            env = dict(config["services"][name].get("environment") or {})
+            conn = Connection.from_json(env.pop(WANDB_CONN_VAR), conn_id="wandb_default")
+            assert conn.password == key
+            assert key not in json.dumps(env)
+            assert "WANDB_API_KEY" not in env
+        for name in ("postgres", "redis"):
+            assert key not in json.dumps(config["services"][name])
+
+    def test_without_a_key_the_connection_has_no_password(self, config: dict[str, Any]) -> None:
+        from airflow.models.connection import Connection
+
+        value = config["services"]["airflow-worker"]["environment"][WANDB_CONN_VAR]
+        assert not Connection.from_json(value, conn_id="wandb_default").password
+
+
 class TestNoSecretsInFiles:
     def test_compose_file_holds_no_modal_secret(self) -> None:
         text = COMPOSE_FILE.read_text()
@@ -296,6 +319,7 @@ class TestNoSecretsInFiles:
         )
         assert values["MODAL_TOKEN_ID"] == ""
         assert values["MODAL_TOKEN_SECRET"] == ""
+        assert values["WANDB_API_KEY"] == ""
         assert {"AIRFLOW_UID", "_AIRFLOW_WWW_USER_USERNAME", "_AIRFLOW_WWW_USER_PASSWORD"} <= set(values)
         assert "LEROBOT_KFOLD_MAX_PARALLEL_FOLDS" in values
 

@@ -2,7 +2,8 @@
 field, run conf or task log, on either backend.
 
 Both are configured the way users configure them (the ``modal_default`` connection, a ``wandb_default``
-connection and ``WANDB_API_KEY`` in the workers' environment; see conftest). The fake Modal control plane
+connection and ``WANDB_API_KEY`` in the workers' environment; see conftest); the local run logs its folds
+to W&B (offline), so the fold tasks read the connection's key. The fake Modal control plane
 accepts only the connection's token, so the modal run below proves the secret was used, not just absent.
 """
 
@@ -26,10 +27,13 @@ def _leaks(text: str) -> list[str]:
 def test_no_secret_in_xcom_rendered_fields_conf_or_logs(e2e: E2E) -> None:
     runs = [
         e2e.trigger({"dataset_root": DATASET, "k": 2, "backend": "modal", "wandb_mode": "disabled", **TINY}),
-        e2e.trigger({"dataset_root": DATASET, "k": 2, "backend": "local", **TINY}),
+        # W&B offline: the local folds read the key from the wandb_default connection and log with it.
+        e2e.trigger({"dataset_root": DATASET, "k": 2, "backend": "local", "wandb_mode": "offline", **TINY}),
     ]
     assert [e2e.airflow.wait_for_run(DAG_ID, run, timeout=300) for run in runs] == ["success", "success"]
     assert any(s["function"] == "train_fold" for s in e2e.plane.spawns()), "the modal run used the token"
+    local_run = e2e.local_storage / e2e.airflow.xcom(DAG_ID, runs[1], "kfold_cv.aggregate")["run_folder"]
+    assert len(list(local_run.glob("folds/fold_*/wandb/offline-run-*"))) == 2, "both folds logged to W&B"
 
     scanned: dict[str, str] = {}
     for run in runs:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from lerobot_kfold.training import CheckpointMismatchError, train_fold
+from lerobot_kfold.training import CheckpointMismatchError, train_fold, wandb_run_id
 from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES, FoldTrainingConfig
 
 TRAIN = list(range(3, 12))
@@ -162,6 +162,39 @@ class TestOnACudaMachine:
         assert tracker.gpu_mem_gb.avg == 1.5
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         assert "gpu_mem_gb" not in train_meters()
+
+
+class TestWandb:
+    AIRFLOW_RUN = "lerobot_kfold_cv/manual__2026-11-26T08:14:49.014294+00:00"
+
+    @pytest.mark.parametrize("run_id", [AIRFLOW_RUN, None, "x" * 300, "a/b:c;d,e#f?g'h"])
+    def test_run_ids_are_ones_wandb_accepts(self, run_id):
+        from wandb.sdk.wandb_settings import Settings
+
+        wandb_id = wandb_run_id(run_id, 12)
+        assert Settings(run_id=wandb_id).run_id == wandb_id  # wandb's own validation
+        assert wandb_id.endswith("-fold-12")
+
+    def test_every_fold_of_a_long_run_id_gets_its_own_run_and_retries_find_it_again(self):
+        long_run = "mlops_pipeline_" * 20 + "/scheduled__2026-11-26T00:00:00+00:00"
+        ids = {wandb_run_id(long_run, fold) for fold in range(12)}
+        assert len(ids) == 12
+        assert wandb_run_id(long_run, 3) == wandb_run_id(long_run, 3)
+        assert wandb_run_id(long_run + "x", 3) != wandb_run_id(long_run, 3)
+
+    def test_a_fold_of_an_airflow_run_logs_to_wandb_offline(self, demo_root, tmp_path):
+        config = _config(
+            demo_root,
+            tmp_path / "fold",
+            steps=2,
+            eval_every=2,
+            save_every=2,
+            wandb_mode="offline",
+            run_id=self.AIRFLOW_RUN,
+        )
+        result = train_fold(config)
+        assert result["status"] == "ok"
+        assert list((tmp_path / "fold" / "wandb").glob("offline-run-*-fold-0"))
 
 
 class TestResume:
