@@ -10,8 +10,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def dagbag(airflow_db: Path):
+    """This project's DAGs, parsed afresh for every test.
+
+    Not shared between tests: under ``dag.test()`` (Airflow 3.3) a run's conf is written into the DAG's
+    own ``Param`` objects (``process_params`` copies the Params by reference, then resolves the conf into
+    them), so a second ``dag.test()`` of the same DAG object inherits the first run's conf. A task process
+    of a real Airflow parses the DAG file anew and is not affected.
+    """
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(REPO / "dags"))
