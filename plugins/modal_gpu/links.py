@@ -11,7 +11,10 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
-CALL_ID_XCOM_KEY = "modal_call_id"
+# The one key of a Modal call id: ModalGPUOperator.external_id_key, under which the operator keeps the id
+# in task_state_store (re-attach on retry) and pushes it to XCom (this link). Here, not in operators, so
+# the API server can load the link without importing the operator (and modal).
+CALL_ID_KEY = "modal_call_id"
 # Modal resolves any object id under /id/ to its page (the call's inputs, logs and containers).
 DEFAULT_DASHBOARD_URL_TEMPLATE = "https://modal.com/id/{call_id}"
 
@@ -24,7 +27,8 @@ class ModalCallLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         if str(getattr(operator, "backend", "modal")).strip().lower() != "modal":
             return ""
-        call_id = BaseXCom.get_value(ti_key=ti_key, key=CALL_ID_XCOM_KEY)
+        key = getattr(operator, "external_id_key", CALL_ID_KEY)  # a serialized operator lacks it
+        call_id = BaseXCom.get_value(ti_key=ti_key, key=key)
         if not call_id:
             return ""
         template = getattr(operator, "dashboard_url_template", None) or DEFAULT_DASHBOARD_URL_TEMPLATE

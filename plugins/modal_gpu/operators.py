@@ -5,19 +5,26 @@ What it adds over calling Modal from a ``@task``:
 - **Deferrable**: after spawning, the task defers to ``ModalFunctionCallTrigger``, so no worker slot is
   held while the GPU trains; ``execute_complete`` returns the call's result to XCom, or fails the task
   with the remote error. ``deferrable=False`` polls in the worker instead (no triggerer needed).
-- **Re-attach**: the call id is kept in the task instance's ``task_state_store``. An Airflow retry (or a
-  worker that died) finds it there: a call still running is waited on instead of paying for a second
-  GPU job, a call that already succeeded gives its result, a failed one is spawned anew.
+- **Re-attach** (``durable=True``, the default): the call id is kept in the task instance's
+  ``task_state_store``. An Airflow retry (or a worker that died) finds it there: a call still running is
+  waited on instead of paying for a second GPU job, a call that already succeeded gives its result, a
+  failed one is spawned anew. On both paths: the decision is made in ``execute``, before deferring.
 - **Cancel**: ``on_kill`` (polling mode) and the trigger's ``on_kill`` (deferred) cancel the call when a
   user marks the task failed or success, or clears it.
 - **Visible**: the call id goes to XCom (``modal_call_id``) and to an extra link to Modal's dashboard.
 - **Local backend**: ``backend="local"`` runs the function's body in the worker (see ``local``): same
   inputs, same result, no Modal account or network.
+
+The remote-job steps carry the names of Airflow's ``ResumableJobMixin`` (AIP-103): ``external_id_key``,
+``durable``, ``submit_job``, ``get_job_status``, ``is_job_active``, ``is_job_succeeded``,
+``poll_until_complete`` and ``get_job_result``, with its signatures. The mixin is not used yet: in Airflow
+3.3.2 its ``execute_resumable`` covers only the polling path (no defer between the resume decision and
+the wait). When it covers deferring, the class can take the mixin as a base and ``execute`` can call
+``execute_resumable``; the steps below are already what it calls.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,10 +32,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
-from modal_gpu.hooks import UNREACHABLE_ERRORS, CallStatus, ModalGPUHook
-from modal_gpu.links import CALL_ID_XCOM_KEY, DEFAULT_DASHBOARD_URL_TEMPLATE, ModalCallLink
+from modal_gpu.hooks import CallStatus, ModalGPUHook
+from modal_gpu.links import CALL_ID_KEY, DEFAULT_DASHBOARD_URL_TEMPLATE, ModalCallLink
 from modal_gpu.local import resolve_callable
-from modal_gpu.triggers import UNREACHABLE_GRACE_S, ModalFunctionCallTrigger
+from modal_gpu.triggers import ModalFunctionCallTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -39,8 +46,6 @@ BACKENDS = ("modal", "local")
 # for the same try: apache/airflow#71580, #72716); a call that finishes within seconds of its spawn
 # would hit that race. GPU jobs run minutes, so the wait costs nothing that matters.
 DEFER_FIRST_CHECK_S = 10.0
-# task_state_store key of the current call. Renaming it breaks re-attach for tasks in flight.
-STATE_KEY = "modal_call_id"
 
 
 def plain_data(value: Any) -> Any:
@@ -72,6 +77,9 @@ class ModalGPUOperator(BaseOperator):
         ``@app.function`` is run through its ``.local()``) or a callable.
     :param modal_conn_id: Airflow connection of type ``modal`` with the token id and secret.
     :param deferrable: wait in the triggerer (default) instead of polling in the worker.
+    :param durable: keep the call id in ``task_state_store`` and re-attach to it on a retry (default).
+        ``False`` spawns a new call on every try and leaves the store alone (``ResumableJobMixin``'s
+        flag of the same name).
     :param poll_interval: seconds between status checks.
     :param dashboard_url_template: extra-link URL, formatted with ``call_id``.
     :param first_check_after: seconds from deferring to the trigger's first status check; default
@@ -90,6 +98,9 @@ class ModalGPUOperator(BaseOperator):
     template_fields_renderers: ClassVar[dict[str, str]] = {"function_kwargs": "json"}
     operator_extra_links = (ModalCallLink(),)
     ui_color = "#7fee64"
+    # The one key of the call id: in task_state_store (re-attach), in XCom and for the extra link.
+    # Renaming it breaks re-attach for tasks in flight: their retries look under the old key.
+    external_id_key: ClassVar[str] = CALL_ID_KEY
 
     def __init__(
         self,
@@ -104,6 +115,7 @@ class ModalGPUOperator(BaseOperator):
         local_callable: str | Callable[..., Any] | None = None,
         modal_conn_id: str | None = ModalGPUHook.default_conn_name,
         deferrable: bool = True,
+        durable: bool = True,
         poll_interval: float = 10.0,
         dashboard_url_template: str = DEFAULT_DASHBOARD_URL_TEMPLATE,
         first_check_after: float | None = None,
@@ -120,12 +132,16 @@ class ModalGPUOperator(BaseOperator):
         self.local_callable = local_callable
         self.modal_conn_id = modal_conn_id
         self.deferrable = deferrable
+        self.durable = durable
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
         self.poll_interval = poll_interval
         self.dashboard_url_template = dashboard_url_template
         self.first_check_after = first_check_after
+        # The call on_kill cancels: set from the spawn (or re-attach) until the call is the trigger's.
         self._call_id: str | None = None
+        # The last status seen, so a call found finished gives its result without another round trip.
+        self._status: CallStatus | None = None
 
     @cached_property
     def hook(self) -> ModalGPUHook:
@@ -134,56 +150,16 @@ class ModalGPUOperator(BaseOperator):
     # ---------------------------------------------------------------- execute
 
     def execute(self, context: Context) -> Any:
-        backend = str(self.backend).strip().lower()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if not isinstance(self.function_kwargs, Mapping):
-            raise TypeError(f"function_kwargs must be a dict, got {type(self.function_kwargs).__name__}")
-        # Plain data on both backends: Airflow hands mapped upstream results over as lazy sequences.
-        self.function_kwargs = plain_data(self.function_kwargs)
-        if backend == "local":
+        if self._prepare_inputs() == "local":
             return self._execute_local()
-
-        store = context.get("task_state_store")
-        previous = self._stored_call(store)
-        if previous is not None:
-            status = self.hook.poll(previous)
-            if status.state == "running":
-                self.log.info("Re-attaching to Modal call %s, still running (no new spawn)", previous)
-                call_id = previous
-            elif status.state == "success":
-                self.log.info("Modal call %s already succeeded; reusing its result", previous)
-                self._remember(context, previous)
-                return status.result
-            else:
-                self.log.warning(
-                    "Previous Modal call %s failed (%s); spawning a new one", previous, status.error
-                )
-                call_id = self._spawn(store)
-        else:
-            call_id = self._spawn(store)
-        self._remember(context, call_id)
-
+        call_id, succeeded = self._resume_or_submit(context)
+        self._publish(context, call_id)
+        if succeeded:
+            return self.get_job_result(call_id, context)
         if self.deferrable:
-            # From here the call is the trigger's: a user action on the deferred task reaches the
-            # trigger's on_kill, which knows a clear from a mark-failed. This process may still be killed
-            # while it exits after deferring (e.g. a status report that timed out under load); its
-            # on_kill must not cancel the GPU job the trigger is waiting on.
-            self._call_id = None
-            self.defer(
-                trigger=ModalFunctionCallTrigger(
-                    call_id=call_id,
-                    modal_conn_id=self.modal_conn_id,
-                    poll_interval=self.poll_interval,
-                    first_check_after=(
-                        max(self.poll_interval, DEFER_FIRST_CHECK_S)
-                        if self.first_check_after is None
-                        else self.first_check_after
-                    ),
-                ),
-                method_name="execute_complete",
-            )
-        return self._wait(call_id)
+            self._defer(call_id)  # raises TaskDeferred: execute_complete takes over
+        self.poll_until_complete(call_id, context)
+        return self.get_job_result(call_id, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: the call's result, or the remote error as a task failure."""
@@ -194,25 +170,14 @@ class ModalGPUOperator(BaseOperator):
         raise ModalCallFailed(self._failure_message(call_id, event.get("message")))
 
     def on_kill(self) -> None:
-        if self._call_id and str(self.backend).strip().lower() == "modal":
+        if self._call_id and self._backend() == "modal":
             self.log.info("Task killed: cancelling Modal call %s", self._call_id)
             self.hook.cancel(self._call_id)
 
-    # ---------------------------------------------------------------- helpers
+    # ------------------------------------------- remote-job steps (ResumableJobMixin's names)
 
-    def _execute_local(self) -> Any:
-        if self.local_callable is None:
-            raise ValueError(
-                f"backend 'local' needs local_callable (the body of {self.app_name}.{self.function_name} "
-                "as 'package.module:function')"
-            )
-        body = resolve_callable(self.local_callable)
-        if self.gpu:
-            self.log.info("backend local: the GPU request %r does not apply in the worker", self.gpu)
-        self.log.info("backend local: running %s.%s in this worker", self.app_name, self.function_name)
-        return body(**self.function_kwargs)
-
-    def _spawn(self, store: Any) -> str:
+    def submit_job(self, context: Context) -> str:
+        """Spawn the call and return its id. Persisting the id is the caller's (as in the mixin)."""
         timeout = int(self.timeout) if self.timeout not in (None, "", "None") else None
         retries = int(self.modal_retries) if self.modal_retries not in (None, "", "None") else None
         call_id = self.hook.spawn(
@@ -233,51 +198,134 @@ class ModalGPUOperator(BaseOperator):
             "function default" if retries is None else retries,
         )
         self._call_id = call_id  # on_kill can cancel it from here on
-        if store is not None:
-            store.set(STATE_KEY, call_id)
-        else:
-            self.log.warning("task_state_store unavailable: an Airflow retry will spawn a new call")
         return call_id
 
-    def _stored_call(self, store: Any) -> str | None:
-        if store is None:
+    def get_job_status(self, external_id: str, context: Context) -> str:
+        """The call's state now (``running``, ``success`` or ``failed``), without waiting.
+
+        Modal being unreachable raises: a retry that cannot tell whether its call still runs must not
+        spawn a second GPU job. The full status (result, error) is kept for ``get_job_result``.
+        """
+        self._status = self.hook.poll(external_id)
+        return self._status.state
+
+    def is_job_active(self, status: str) -> bool:
+        """Still running, so a retry re-attaches to it."""
+        return status == "running"
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == "success"
+
+    def poll_until_complete(self, external_id: str, context: Context) -> Any:
+        """Wait in the worker (the hook's polling loop) until the call finishes; raise if it failed.
+
+        Returns the result as well: 3.3.2's ``execute_resumable`` returns this method's value when it
+        re-attaches to a running job (and ``get_job_result``'s otherwise).
+        """
+        self._status = self.hook.wait(external_id, self.poll_interval, log=self.log)
+        if self._status.state != "success":
+            raise ModalCallFailed(self._failure_message(external_id, self._status.error))
+        return self._status.result
+
+    def get_job_result(self, external_id: str, context: Context) -> Any:
+        """The finished call's result: from the status already seen, else from one more check."""
+        status = self._status
+        if status is None or status.call_id != external_id or not status.done:
+            status = self._status = self.hook.poll(external_id)
+        if status.state != "success":
+            raise ModalCallFailed(self._failure_message(external_id, status.error))
+        return status.result
+
+    # ---------------------------------------------------------------- helpers
+
+    def _backend(self) -> str:
+        return str(self.backend).strip().lower()
+
+    def _prepare_inputs(self) -> str:
+        """Check the rendered inputs; return the backend. Both backends get the same plain kwargs."""
+        backend = self._backend()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not isinstance(self.function_kwargs, Mapping):
+            raise TypeError(f"function_kwargs must be a dict, got {type(self.function_kwargs).__name__}")
+        # Plain data on both backends: Airflow hands mapped upstream results over as lazy sequences.
+        self.function_kwargs = plain_data(self.function_kwargs)
+        return backend
+
+    def _resume_or_submit(self, context: Context) -> tuple[str, bool]:
+        """The mixin's resume decision: ``(call id, already succeeded)``.
+
+        A stored call still running is re-attached to, a succeeded one reused; a failed (or unknown)
+        one, or none, means a new spawn, whose id is stored before anything waits on it.
+        """
+        previous = self._stored_call_id(context)
+        if previous is not None:
+            status = self.get_job_status(previous, context)
+            if self.is_job_active(status):
+                self.log.info("Re-attaching to Modal call %s, still running (no new spawn)", previous)
+                return previous, False
+            if self.is_job_succeeded(status):
+                self.log.info("Modal call %s already succeeded; reusing its result", previous)
+                return previous, True
+            error = self._status.error if self._status else None
+            self.log.warning("Previous Modal call %s failed (%s); spawning a new one", previous, error)
+        call_id = self.submit_job(context)
+        self._persist_call_id(context, call_id)
+        return call_id, False
+
+    def _stored_call_id(self, context: Context) -> str | None:
+        store = context.get("task_state_store")
+        if not self.durable or store is None:
             return None
-        value = store.get(STATE_KEY)
+        value = store.get(self.external_id_key)
         return str(value) if value else None
 
-    def _remember(self, context: Context, call_id: str) -> None:
+    def _persist_call_id(self, context: Context, call_id: str) -> None:
+        if not self.durable:
+            return
+        store = context.get("task_state_store")
+        if store is None:
+            self.log.warning("task_state_store unavailable: an Airflow retry will spawn a new call")
+            return
+        store.set(self.external_id_key, call_id)
+
+    def _publish(self, context: Context, call_id: str) -> None:
+        """Make the call visible (XCom for the extra link, the dashboard URL in the log) and killable."""
         self._call_id = call_id
-        context["ti"].xcom_push(key=CALL_ID_XCOM_KEY, value=call_id)
+        context["ti"].xcom_push(key=self.external_id_key, value=call_id)
         self.log.info("Modal dashboard: %s", self.dashboard_url_template.format(call_id=call_id))
 
-    def _wait(self, call_id: str) -> Any:
-        started = time.monotonic()
-        next_note = started + 60
-        unreachable_since: float | None = None
-        polls = 0
-        while True:
-            try:
-                status: CallStatus = self.hook.poll(call_id)
-            except UNREACHABLE_ERRORS as exc:
-                unreachable_since = unreachable_since or time.monotonic()
-                if time.monotonic() - unreachable_since > UNREACHABLE_GRACE_S:
-                    raise
-                self.log.warning("Modal unreachable (%s); checking call %s again", exc, call_id)
-                time.sleep(self.poll_interval)
-                continue
-            unreachable_since = None
-            if status.state == "success":
-                return status.result
-            if status.state == "failed":
-                raise ModalCallFailed(self._failure_message(call_id, status.error))
-            now = time.monotonic()
-            if now >= next_note:
-                self.log.info("Modal call %s still running (%.0f s)", call_id, now - started)
-                next_note = now + 300
-            # Short calls (a dataset check, an aggregation) should not wait a whole interval: back off
-            # from 0.5 s up to poll_interval.
-            time.sleep(min(self.poll_interval, 0.5 * 2 ** min(polls, 10)))
-            polls += 1
+    def _defer(self, call_id: str) -> None:
+        # From here the call is the trigger's: a user action on the deferred task reaches the trigger's
+        # on_kill, which knows a clear from a mark-failed. This process may still be killed while it exits
+        # after deferring (e.g. a status report that timed out under load); its on_kill must not cancel
+        # the GPU job the trigger is waiting on.
+        self._call_id = None
+        first_check_after = self.first_check_after
+        if first_check_after is None:
+            first_check_after = max(self.poll_interval, DEFER_FIRST_CHECK_S)
+        self.defer(
+            trigger=ModalFunctionCallTrigger(
+                call_id=call_id,
+                modal_conn_id=self.modal_conn_id,
+                poll_interval=self.poll_interval,
+                first_check_after=first_check_after,
+                reattach_on_clear=self.durable,
+            ),
+            method_name="execute_complete",
+        )
+
+    def _execute_local(self) -> Any:
+        if self.local_callable is None:
+            raise ValueError(
+                f"backend 'local' needs local_callable (the body of {self.app_name}.{self.function_name} "
+                "as 'package.module:function')"
+            )
+        body = resolve_callable(self.local_callable)
+        if self.gpu:
+            self.log.info("backend local: the GPU request %r does not apply in the worker", self.gpu)
+        self.log.info("backend local: running %s.%s in this worker", self.app_name, self.function_name)
+        return body(**self.function_kwargs)
 
     def _failure_message(self, call_id: str | None, error: str | None) -> str:
         return (

@@ -1,29 +1,27 @@
 """``ModalFunctionCallTrigger``: waits on a Modal function call in the triggerer, without a worker slot.
 
-The trigger holds only the call id and settings (it is serialized into the metadata database), polls
-with ``get(timeout=0)`` so the triggerer's event loop never blocks, and fires once: success with the
-call's result, or error with the remote exception's type and message.
+The trigger holds only the call id and settings (it is serialized into the metadata database), waits
+with the hook's async polling loop (``ModalGPUHook.await_done``: ``get(timeout=0)`` checks and
+``asyncio.sleep``, so the triggerer's event loop never blocks), and fires once: success with the call's
+result, or error with the remote exception's type and message.
 
 ``on_kill`` runs when a user acts on the deferred task. Airflow does not say which action, so the trigger
 reads the task instance's state: marked failed or success (or skipped), the call is cancelled so no GPU
 keeps running unseen; cleared (the task is about to run again), the call is left running, and the next
-try re-attaches to it through the task's ``task_state_store`` instead of paying for a second GPU job.
-When the state cannot be read, it cancels.
+try re-attaches to it through the task's ``task_state_store`` instead of paying for a second GPU job
+(unless the operator is not ``durable``: then no try would re-attach, and a clear cancels too). When the
+state cannot be read, it cancels.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from modal_gpu.hooks import UNREACHABLE_ERRORS, ModalGPUHook
-
-# How long Modal may stay unreachable before the trigger gives up and fails the task.
-UNREACHABLE_GRACE_S = 600.0
+from modal_gpu.hooks import ModalGPUHook
 
 # Task-instance states after which a cancelled trigger's call has no one left to wait for it.
 FINISHED_STATES = {"failed", "success", "skipped", "upstream_failed", "removed"}
@@ -40,6 +38,8 @@ class ModalFunctionCallTrigger(BaseTrigger):
     :param poll_interval: seconds between status checks.
     :param cancel_on_kill: cancel the call when the user kills the deferred task.
     :param first_check_after: seconds before the first status check (see ``ModalGPUOperator``).
+    :param reattach_on_clear: the next try re-attaches to the call (a ``durable`` operator), so a clear
+        leaves it running; ``False`` cancels on a clear as well.
     """
 
     def __init__(
@@ -49,6 +49,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
         poll_interval: float = 10.0,
         cancel_on_kill: bool = True,
         first_check_after: float = 0.0,
+        reattach_on_clear: bool = True,
     ) -> None:
         super().__init__()
         self.first_check_after = first_check_after
@@ -56,6 +57,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
         self.modal_conn_id = modal_conn_id
         self.poll_interval = poll_interval
         self.cancel_on_kill = cancel_on_kill
+        self.reattach_on_clear = reattach_on_clear
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -66,6 +68,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "cancel_on_kill": self.cancel_on_kill,
                 "first_check_after": self.first_check_after,
+                "reattach_on_clear": self.reattach_on_clear,
             },
         )
 
@@ -80,34 +83,20 @@ class ModalFunctionCallTrigger(BaseTrigger):
             hook = await self._hook()
             if self.first_check_after > 0:
                 await asyncio.sleep(self.first_check_after)
-            unreachable_since: float | None = None
-            while True:
-                try:
-                    status = await hook.apoll(self.call_id)
-                except UNREACHABLE_ERRORS as exc:
-                    unreachable_since = unreachable_since or time.monotonic()
-                    if time.monotonic() - unreachable_since > UNREACHABLE_GRACE_S:
-                        raise
-                    self.log.warning("Modal unreachable (%s); checking call %s again", exc, self.call_id)
-                    await asyncio.sleep(self.poll_interval)
-                    continue
-                unreachable_since = None
-                if status.state == "success":
-                    yield TriggerEvent(
-                        {"status": "success", "call_id": self.call_id, "result": status.result}
-                    )
-                    return
-                if status.state == "failed":
-                    yield TriggerEvent({"status": "error", "call_id": self.call_id, "message": status.error})
-                    return
-                self.log.debug(
-                    "Modal call %s still running; next check in %ss", self.call_id, self.poll_interval
-                )
-                await asyncio.sleep(self.poll_interval)
-        except Exception as exc:  # e.g. the connection is gone: fail the task with the reason
+            # No back-off here (first_delay = poll_interval): first_check_after already let short calls
+            # finish, and a triggerer serving hundreds of folds should not poll each twice a second.
+            status = await hook.await_done(
+                self.call_id, self.poll_interval, first_delay=self.poll_interval, log=self.log
+            )
+        except Exception as exc:  # e.g. the connection is gone, or Modal unreachable past the grace period
             yield TriggerEvent(
                 {"status": "error", "call_id": self.call_id, "message": f"{type(exc).__name__}: {exc}"}
             )
+            return
+        if status.state == "success":
+            yield TriggerEvent({"status": "success", "call_id": self.call_id, "result": status.result})
+        else:
+            yield TriggerEvent({"status": "error", "call_id": self.call_id, "message": status.error})
 
     async def on_kill(self) -> None:
         if not self.cancel_on_kill:
@@ -122,7 +111,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
             state = await asyncio.wait_for(self._task_state(), timeout=STATE_READ_TIMEOUT_S)
         except TimeoutError:
             state = _UNKNOWN
-        if state != _UNKNOWN and state not in FINISHED_STATES:
+        if self.reattach_on_clear and state != _UNKNOWN and state not in FINISHED_STATES:
             self.log.info(
                 "Task cleared (state %s): leaving Modal call %s running for the next try to re-attach",
                 state,

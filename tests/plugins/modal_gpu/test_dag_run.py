@@ -23,12 +23,15 @@ def register(dag: Any) -> None:
     """Write the in-test DAG to the metadata database as the DAG processor would.
 
     ``dag.test()`` creates its run from the serialized DAG; a DAG built in a test is in no bundle, so it
-    is serialized here under the ``dags-folder`` bundle.
+    is serialized here under the ``dags-folder`` bundle. The bundle's row is written first: in a fresh
+    metadata database (this test run alone) nothing else has written it yet.
     """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.collection import update_dag_parsing_results_in_db
     from airflow.serialization.serialized_objects import LazyDeserializedDAG
     from airflow.utils.session import create_session
 
+    DagBundlesManager().sync_bundles_to_db()
     with create_session() as session:
         update_dag_parsing_results_in_db(
             "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session

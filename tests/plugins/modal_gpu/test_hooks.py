@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import types
 from collections.abc import Iterator
+from typing import Any
 
 import modal
 import modal.exception
 import pytest
 from airflow.providers.modal.exceptions import ModalConnectionError
 
-from modal_gpu.hooks import CallStatus, ModalGPUHook, describe_error
+import modal_gpu.hooks as hooks_module
+from modal_gpu.hooks import CallStatus, ModalGPUHook, describe_error, poll_delays
 from tests.plugins.modal_gpu.support import (
     APP,
     CONN_LOGIN,
@@ -22,6 +25,7 @@ from tests.plugins.modal_gpu.support import (
 )
 
 pytestmark = pytest.mark.usefixtures("modal_connection")
+WAITS = ["wait", "await_done"]  # the polling loop's sync and async twins: same behaviour
 
 
 @pytest.fixture
@@ -30,6 +34,86 @@ def hook() -> Iterator[ModalGPUHook]:
     yield hook
     if hook._client is not None:
         hook._client.close()
+
+
+def run_wait(hook: ModalGPUHook, twin: str, call_id: str, poll_interval: float, **kwargs: Any) -> CallStatus:
+    """``hook.wait(...)``, or ``hook.await_done(...)`` run to completion in a fresh event loop."""
+    if twin == "wait":
+        return hook.wait(call_id, poll_interval, **kwargs)
+    return asyncio.run(hook.await_done(call_id, poll_interval, **kwargs))
+
+
+class FakeClock:
+    """Stands in for ``time`` and ``asyncio.sleep`` in ``modal_gpu.hooks``: sleeping only moves the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+class RecordingLog:
+    """The ``log`` the polling loop writes progress to: ``(level, message)`` of each line."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def _record(self, level: str, message: str, *args: Any) -> None:
+        self.lines.append((level, message % args))
+
+    def debug(self, message: str, *args: Any) -> None:
+        self._record("debug", message, *args)
+
+    def info(self, message: str, *args: Any) -> None:
+        self._record("info", message, *args)
+
+    def warning(self, message: str, *args: Any) -> None:
+        self._record("warning", message, *args)
+
+
+UNREACHABLE = modal.exception.ConnectionError("connection refused")
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock()
+    monkeypatch.setattr(hooks_module, "time", clock)
+    monkeypatch.setattr(hooks_module, "asyncio", types.SimpleNamespace(sleep=clock.asleep))
+    return clock
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModalGPUHook, list[CallStatus | Exception]]]:
+    """A hook whose status checks answer from a script (a status, or an error to raise), no network."""
+    hook = ModalGPUHook()
+    script: list[CallStatus | Exception] = []
+
+    def poll(call_id: str) -> CallStatus:
+        answer = script.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def apoll(call_id: str) -> CallStatus:
+        return poll(call_id)
+
+    monkeypatch.setattr(hook, "poll", poll)
+    monkeypatch.setattr(hook, "apoll", apoll)
+    yield hook, script
+    assert script == [], "the loop stopped before the script ran out"
+
+
+def running(n: int) -> list[CallStatus]:
+    return [CallStatus("fc-1", "running")] * n
 
 
 def _finished(plane, hook: ModalGPUHook, call_id: str) -> CallStatus:
@@ -193,6 +277,140 @@ class TestModalGPUHookAsync:
 
         assert event_for(plane, "cancel", call_id)["terminate_containers"] is True
         assert status.state == "failed"
+
+
+class TestPollDelays:
+    def test_backs_off_from_half_a_second_up_to_the_poll_interval(self):
+        delays = poll_delays(5.0)
+
+        assert [next(delays) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+
+    def test_a_first_delay_at_the_interval_is_a_steady_interval(self):
+        delays = poll_delays(2.0, first=2.0)
+
+        assert [next(delays) for _ in range(3)] == [2.0, 2.0, 2.0]
+
+    def test_doubling_stops_after_ten_steps(self):
+        delays = poll_delays(10_000.0)
+
+        assert [next(delays) for _ in range(13)][-3:] == [512.0, 512.0, 512.0]
+
+
+@pytest.mark.parametrize("twin", WAITS)
+class TestModalGPUHookWaitOutcome:
+    """``wait``/``await_done`` return the final status; what a failure means is the caller's to say."""
+
+    def test_returns_success_with_the_result_after_the_running_checks(self, scripted, clock, twin):
+        hook, script = scripted
+        script += [*running(3), CallStatus("fc-1", "success", result={"val_l1": 0.1})]
+
+        status = run_wait(hook, twin, "fc-1", 10.0)
+
+        assert status == CallStatus("fc-1", "success", result={"val_l1": 0.1})
+        assert clock.sleeps == [0.5, 1.0, 2.0]
+
+    def test_returns_a_failed_call_instead_of_raising(self, scripted, clock, twin):
+        hook, script = scripted
+        script += [*running(1), CallStatus("fc-1", "failed", error="RuntimeError: NaN loss")]
+
+        status = run_wait(hook, twin, "fc-1", 10.0)
+
+        assert (status.state, status.error) == ("failed", "RuntimeError: NaN loss")
+
+    def test_a_call_already_finished_returns_without_sleeping(self, scripted, clock, twin):
+        hook, script = scripted
+        script.append(CallStatus("fc-1", "success", result=7))
+
+        assert run_wait(hook, twin, "fc-1", 10.0).result == 7
+        assert clock.sleeps == []
+
+    def test_waits_on_a_real_call_until_it_finishes(self, plane, twin):
+        hook = ModalGPUHook()
+        try:
+            call_id = hook.spawn(APP, "sleep", {"seconds": 0.5, "value": {"fold": 2}})
+
+            status = run_wait(hook, twin, call_id, 0.2)
+        finally:
+            hook.client.close()
+
+        assert status == CallStatus(call_id, "success", result={"fold": 2})
+
+    @pytest.mark.parametrize("poll_interval", [pytest.param(0, id="zero"), pytest.param(-1, id="negative")])
+    def test_poll_interval_must_be_positive(self, scripted, twin, poll_interval):
+        hook, _ = scripted
+
+        with pytest.raises(ValueError, match="poll_interval"):
+            run_wait(hook, twin, "fc-1", poll_interval)
+
+
+@pytest.mark.parametrize("twin", WAITS)
+class TestModalGPUHookWaitUnreachable:
+    """Modal unreachable is not a failed call: checks repeat every poll interval for a grace period."""
+
+    def test_keeps_checking_every_interval_without_advancing_the_back_off(self, scripted, clock, twin):
+        hook, script = scripted
+        script += [*running(1), UNREACHABLE, UNREACHABLE, *running(1), CallStatus("fc-1", "success")]
+
+        assert run_wait(hook, twin, "fc-1", 4.0).state == "success"
+        assert clock.sleeps == [0.5, 4.0, 4.0, 1.0]
+
+    def test_raises_the_connection_error_once_the_grace_period_is_over(self, scripted, clock, twin):
+        hook, script = scripted
+        script += [UNREACHABLE] * 4  # at 0, 4, 8 s: within 10 s; at 12 s: past it
+
+        with pytest.raises(modal.exception.ConnectionError, match="connection refused"):
+            run_wait(hook, twin, "fc-1", 4.0, unreachable_grace_s=10.0)
+        assert clock.sleeps == [4.0, 4.0, 4.0]
+
+    def test_an_answer_from_modal_restarts_the_grace_period(self, scripted, clock, twin):
+        hook, script = scripted
+        outage = [UNREACHABLE] * 3  # 8 s of a 10 s grace period each
+        script += [*outage, *running(1), *outage, CallStatus("fc-1", "success")]
+
+        assert run_wait(hook, twin, "fc-1", 4.0, unreachable_grace_s=10.0).state == "success"
+
+    def test_default_grace_period_is_the_module_setting_at_call_time(
+        self, scripted, clock, monkeypatch, twin
+    ):
+        hook, script = scripted
+        monkeypatch.setattr(hooks_module, "UNREACHABLE_GRACE_S", 5.0)
+        script += [UNREACHABLE] * 3  # at 0 and 4 s: within 5 s; at 8 s: past it
+
+        with pytest.raises(modal.exception.ConnectionError):
+            run_wait(hook, twin, "fc-1", 4.0)
+
+    def test_each_unreachable_check_is_logged_as_a_warning(self, scripted, clock, twin):
+        hook, script = scripted
+        script += [UNREACHABLE, CallStatus("fc-1", "success")]
+        log = RecordingLog()
+
+        run_wait(hook, twin, "fc-1", 4.0, log=log)
+
+        assert log.lines == [("warning", "Modal unreachable (connection refused); checking call fc-1 again")]
+
+
+@pytest.mark.parametrize("twin", WAITS)
+class TestModalGPUHookWaitProgressLog:
+    def test_notes_a_running_call_after_a_minute_then_every_five_minutes(self, scripted, clock, twin):
+        hook, script = scripted
+        script += [*running(13), CallStatus("fc-1", "success")]  # a check every 30 s for 6.5 minutes
+        log = RecordingLog()
+
+        run_wait(hook, twin, "fc-1", 30.0, first_delay=30.0, log=log)
+
+        notes = [message for level, message in log.lines if level == "info"]
+        assert notes == ["Modal call fc-1 still running (60 s)", "Modal call fc-1 still running (360 s)"]
+        assert [level for level, _ in log.lines].count("debug") == 11
+
+    def test_logs_to_the_hooks_own_logger_by_default(self, scripted, clock, monkeypatch, twin):
+        hook, script = scripted
+        script += [*running(1), CallStatus("fc-1", "success")]
+        log = RecordingLog()
+        monkeypatch.setattr(ModalGPUHook, "log", property(lambda self: log))
+
+        run_wait(hook, twin, "fc-1", 1.0)
+
+        assert log.lines == [("debug", "Modal call fc-1 still running; next check in 0.5 s")]
 
 
 class TestModalGPUHookCredentials:

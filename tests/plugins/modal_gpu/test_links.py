@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from airflow.sdk.bases.xcom import BaseXCom
 
-from modal_gpu.links import CALL_ID_XCOM_KEY, DEFAULT_DASHBOARD_URL_TEMPLATE, ModalCallLink
+from modal_gpu.links import CALL_ID_KEY, DEFAULT_DASHBOARD_URL_TEMPLATE, ModalCallLink
 from modal_gpu.operators import ModalGPUOperator
 from modal_gpu.plugin import ModalGPUPlugin
 
@@ -37,7 +37,7 @@ def operator(**kwargs: Any) -> ModalGPUOperator:
 
 class TestModalCallLink:
     def test_default_url_is_modals_object_page(self, xcom):
-        xcom[CALL_ID_XCOM_KEY] = "fc-abc123"
+        xcom[CALL_ID_KEY] = "fc-abc123"
 
         link = ModalCallLink().get_link(operator(), ti_key=TI_KEY)
 
@@ -45,7 +45,7 @@ class TestModalCallLink:
         assert DEFAULT_DASHBOARD_URL_TEMPLATE.format(call_id="fc-abc123") == link
 
     def test_url_template_is_configurable(self, xcom):
-        xcom[CALL_ID_XCOM_KEY] = "fc-abc123"
+        xcom[CALL_ID_KEY] = "fc-abc123"
         template = "https://modal.com/apps/my-workspace/main/deployed/lerobot-kfold?call={call_id}"
 
         link = ModalCallLink().get_link(operator(dashboard_url_template=template), ti_key=TI_KEY)
@@ -56,9 +56,13 @@ class TestModalCallLink:
         "backend", [pytest.param("local", id="local"), pytest.param(" LOCAL ", id="local-unnormalised")]
     )
     def test_empty_for_the_local_backend(self, xcom, backend):
-        xcom[CALL_ID_XCOM_KEY] = "fc-abc123"  # even if a call id were there
+        xcom[CALL_ID_KEY] = "fc-abc123"  # even if a call id were there
 
         assert ModalCallLink().get_link(operator(backend=backend), ti_key=TI_KEY) == ""
+
+    def test_call_id_key_is_the_operators_one_key(self):
+        """The link reads the XCom the operator pushes; the same key holds the id in task_state_store."""
+        assert ModalGPUOperator.external_id_key == CALL_ID_KEY == "modal_call_id"
 
     def test_empty_before_a_call_was_spawned(self, xcom):
         assert ModalCallLink().get_link(operator(), ti_key=TI_KEY) == ""

@@ -7,6 +7,7 @@ unit tests of one module. The Modal side is real: the modal client against the f
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,16 +15,18 @@ from typing import Any
 
 import modal
 import pytest
+from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 from airflow.sdk.exceptions import TaskDeferred
 
-from modal_gpu.hooks import ModalGPUHook
-from modal_gpu.links import ModalCallLink
-from modal_gpu.operators import DEFER_FIRST_CHECK_S, STATE_KEY, ModalCallFailed, ModalGPUOperator
+from modal_gpu.hooks import CallStatus, ModalGPUHook
+from modal_gpu.links import CALL_ID_KEY, ModalCallLink
+from modal_gpu.operators import DEFER_FIRST_CHECK_S, ModalCallFailed, ModalGPUOperator
 from modal_gpu.triggers import ModalFunctionCallTrigger
 from tests.fake_modal import functions as fake_functions
 from tests.plugins.modal_gpu.support import APP, SAMPLE_APP, event_for, events_of, unreachable_client
 
 POLL = 0.1
+KEY = ModalGPUOperator.external_id_key  # task_state_store and XCom
 
 
 class InMemoryTaskStateStore:
@@ -123,6 +126,46 @@ class TestModalGPUOperatorDefinition:
 
     def test_function_kwargs_default_to_an_empty_dict(self, make_operator):
         assert make_operator().function_kwargs == {}
+
+
+class TestModalGPUOperatorResumableJobSeams:
+    """The names and signatures of Airflow's ``ResumableJobMixin``, so adopting it later is small."""
+
+    @pytest.mark.parametrize("name", sorted(ResumableJobMixin.__abstractmethods__))
+    def test_has_each_mixin_step_with_its_parameters(self, name):
+        ours = inspect.signature(getattr(ModalGPUOperator, name))
+        theirs = inspect.signature(getattr(ResumableJobMixin, name))
+
+        assert list(ours.parameters) == list(theirs.parameters)
+
+    def test_one_call_id_key_for_task_state_store_xcom_and_the_link(self):
+        assert ModalGPUOperator.external_id_key == CALL_ID_KEY == "modal_call_id"
+
+    def test_durable_by_default(self, make_operator):
+        assert make_operator().durable is True
+
+    @pytest.mark.parametrize(
+        ("status", "active", "succeeded"),
+        [("running", True, False), ("success", False, True), ("failed", False, False)],
+    )
+    def test_status_predicates(self, make_operator, status, active, succeeded):
+        operator = make_operator()
+
+        assert (operator.is_job_active(status), operator.is_job_succeeded(status)) == (active, succeeded)
+
+    def test_get_job_result_reuses_the_status_already_seen(self, make_operator, monkeypatch):
+        operator = make_operator()
+        operator._status = CallStatus("fc-1", "success", result={"fold": 1})
+        monkeypatch.setattr(ModalGPUHook, "poll", lambda *a: pytest.fail("no second status check"))
+
+        assert operator.get_job_result("fc-1", make_context()) == {"fold": 1}
+
+    def test_get_job_result_of_a_failed_call_raises(self, make_operator):
+        operator = make_operator()
+        operator._status = CallStatus("fc-1", "failed", error="RuntimeError: NaN loss")
+
+        with pytest.raises(ModalCallFailed, match=r"fc-1 of fake-app\.echo failed: RuntimeError: NaN loss"):
+            operator.get_job_result("fc-1", make_context())
 
 
 class TestModalGPUOperatorLocalBackend:
@@ -266,7 +309,7 @@ class TestModalGPUOperatorDeferrable:
 
         trigger = defer(operator, context)
 
-        call_id = store.get(STATE_KEY)
+        call_id = store.get(KEY)
         assert call_id.startswith("fc-")
         assert spawn_count(plane) == spawned_before + 1
         spawn = event_for(plane, "spawn", call_id)
@@ -283,13 +326,14 @@ class TestModalGPUOperatorDeferrable:
             "poll_interval": POLL,
             "cancel_on_kill": True,
             "first_check_after": DEFER_FIRST_CHECK_S,
+            "reattach_on_clear": True,
         }
 
     def test_gpu_timeout_and_retries_left_out_keep_the_function_defaults(self, plane, make_operator):
         store = InMemoryTaskStateStore()
         defer(make_operator(timeout="", modal_retries="None"), make_context(store))
 
-        spawn = event_for(plane, "spawn", store.get(STATE_KEY))
+        spawn = event_for(plane, "spawn", store.get(KEY))
         assert (spawn["gpu"], spawn["timeout"], spawn["retries"]) == (None, None, None)
 
     def test_without_task_state_store_it_still_spawns_and_defers(self, plane, make_operator):
@@ -329,7 +373,7 @@ class TestModalGPUOperatorReattach:
         second = defer(make_operator(**kwargs), retry_context)
 
         assert spawn_count(plane) == spawned_after_first
-        assert second.call_id == first.call_id == store.get(STATE_KEY)
+        assert second.call_id == first.call_id == store.get(KEY)
         assert retry_context["ti"].pushed == [("modal_call_id", first.call_id)]
 
     def test_retry_after_the_call_succeeded_returns_its_result_without_spawning(self, plane, make_operator):
@@ -356,16 +400,16 @@ class TestModalGPUOperatorReattach:
 
         assert spawn_count(plane) == spawned_before + 1
         assert retry.call_id != failed.call_id
-        assert store.get(STATE_KEY) == retry.call_id
+        assert store.get(KEY) == retry.call_id
 
     def test_stored_call_unknown_to_modal_is_spawned_anew(self, plane, make_operator):
-        store = InMemoryTaskStateStore(**{STATE_KEY: "fc-expired-long-ago"})
+        store = InMemoryTaskStateStore(**{KEY: "fc-expired-long-ago"})
         spawned_before = spawn_count(plane)
 
         trigger = defer(make_operator(), make_context(store))
 
         assert spawn_count(plane) == spawned_before + 1
-        assert store.get(STATE_KEY) == trigger.call_id != "fc-expired-long-ago"
+        assert store.get(KEY) == trigger.call_id != "fc-expired-long-ago"
 
     def test_retry_that_cannot_reach_modal_does_not_spawn_a_second_call(
         self, plane, make_operator, monkeypatch, tmp_path
@@ -385,7 +429,38 @@ class TestModalGPUOperatorReattach:
             offline.close()
 
         assert spawn_count(plane) == spawned_after_first
-        assert store.get(STATE_KEY) == first.call_id
+        assert store.get(KEY) == first.call_id
+
+
+@pytest.mark.usefixtures("modal_connection")
+class TestModalGPUOperatorNotDurable:
+    """``durable=False``: every try spawns its own call; ``task_state_store`` is left alone."""
+
+    def test_a_retry_spawns_anew_and_the_store_is_not_written(self, plane, make_operator):
+        kwargs = {"function_name": "sleep", "function_kwargs": {"seconds": 5.0, "value": "slow"}}
+        store = InMemoryTaskStateStore()
+        first = defer(make_operator(durable=False, **kwargs), make_context(store))
+        spawned_after_first = spawn_count(plane)
+
+        retry = defer(make_operator(durable=False, **kwargs), make_context(store))
+
+        assert spawn_count(plane) == spawned_after_first + 1
+        assert retry.call_id != first.call_id
+        assert store.values == {}
+
+    def test_a_stored_call_is_not_read(self, plane, make_operator):
+        store = InMemoryTaskStateStore(**{KEY: "fc-from-a-durable-try"})
+
+        trigger = defer(make_operator(durable=False), make_context(store))
+
+        assert trigger.call_id != "fc-from-a-durable-try"
+        assert store.get(KEY) == "fc-from-a-durable-try"
+
+    def test_the_trigger_cancels_on_a_clear_as_no_try_would_reattach(self, plane, make_operator):
+        durable = defer(make_operator(), make_context(InMemoryTaskStateStore()))
+        not_durable = defer(make_operator(durable=False), make_context(InMemoryTaskStateStore()))
+
+        assert (durable.reattach_on_clear, not_durable.reattach_on_clear) == (True, False)
 
 
 class TestModalGPUOperatorExecuteComplete:
@@ -430,7 +505,39 @@ class TestModalGPUOperatorPolling:
         )
 
         assert operator.execute(context) == {"fold": 0}
-        assert context["ti"].pushed == [("modal_call_id", store.get(STATE_KEY))]
+        assert context["ti"].pushed == [("modal_call_id", store.get(KEY))]
+
+    def test_retry_reattaches_to_the_running_call_and_polls_it(self, plane, make_operator):
+        kwargs = {"function_name": "sleep", "function_kwargs": {"seconds": 1.0, "value": "trained"}}
+        store = InMemoryTaskStateStore()
+        first = defer(make_operator(**kwargs), make_context(store))  # e.g. the worker died after this
+        spawned_after_first = spawn_count(plane)
+
+        retry_context = make_context(store)
+        result = make_operator(deferrable=False, **kwargs).execute(retry_context)
+
+        assert result == "trained"
+        assert spawn_count(plane) == spawned_after_first
+        assert retry_context["ti"].pushed == [("modal_call_id", first.call_id)]
+
+    def test_short_calls_are_checked_with_back_off_from_half_a_second(
+        self, plane, make_operator, monkeypatch
+    ):
+        waited: list[tuple[float, float]] = []
+        real_wait = ModalGPUHook.wait
+
+        def recording_wait(self, call_id, poll_interval, **kwargs):
+            waited.append((poll_interval, kwargs.get("first_delay", 0.5)))
+            return real_wait(self, call_id, poll_interval, **kwargs)
+
+        monkeypatch.setattr(ModalGPUHook, "wait", recording_wait)
+        operator = make_operator(deferrable=False, poll_interval=10.0, function_kwargs={"x": 1})
+
+        started = time.monotonic()
+        assert operator.execute(make_context()) == {"x": 1}
+
+        assert waited == [(10.0, 0.5)]
+        assert time.monotonic() - started < 5  # not a whole 10 s interval
 
     def test_remote_failure_raises_modal_call_failed(self, plane, make_operator):
         operator = make_operator(

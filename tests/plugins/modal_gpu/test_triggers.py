@@ -48,6 +48,8 @@ class TestModalFunctionCallTriggerSerialization:
                     "modal_conn_id": "modal_team",
                     "poll_interval": 2.5,
                     "cancel_on_kill": False,
+                    "first_check_after": 10.0,
+                    "reattach_on_clear": False,
                 },
                 id="all-settings",
             ),
@@ -77,6 +79,7 @@ class TestModalFunctionCallTriggerSerialization:
             "poll_interval": 10.0,
             "cancel_on_kill": True,
             "first_check_after": 0.0,
+            "reattach_on_clear": True,
         }
 
 
@@ -117,6 +120,39 @@ class TestModalFunctionCallTriggerRun:
         assert event.payload["status"] == "error"
         assert event.payload["call_id"] == "fc-1"
         assert "no_such_modal_conn" in event.payload["message"]
+
+    def test_checks_every_poll_interval_without_back_off(self, plane, hook, monkeypatch):
+        """No back-off in the triggerer: ``first_check_after`` already let a short call finish, and a
+        triggerer serving many folds should not check each twice a second."""
+        call_id = hook.spawn(APP, "sleep", {"seconds": 0.5, "value": "done"})
+        waited: list[tuple[str, float, float]] = []
+        real_await_done = ModalGPUHook.await_done
+
+        async def recording_await_done(self, cid, poll_interval, **kwargs):
+            waited.append((cid, poll_interval, kwargs["first_delay"]))
+            return await real_await_done(self, cid, poll_interval, **kwargs)
+
+        monkeypatch.setattr(ModalGPUHook, "await_done", recording_await_done)
+
+        (event,) = run_trigger(ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL))
+
+        assert event.payload == {"status": "success", "call_id": call_id, "result": "done"}
+        assert waited == [(call_id, POLL, POLL)]
+
+    def test_modal_unreachable_past_the_grace_period_yields_an_error(self, hook, monkeypatch, tmp_path):
+        call_id = hook.spawn(APP, "sleep", {"seconds": 5.0, "value": None})
+        offline = unreachable_client(tmp_path)
+        monkeypatch.setattr(
+            ModalGPUHook, "_call", lambda self, cid: modal.FunctionCall.from_id(cid, client=offline)
+        )
+        monkeypatch.setattr("modal_gpu.hooks.UNREACHABLE_GRACE_S", 0.3)
+        try:
+            (event,) = run_trigger(ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL))
+        finally:
+            offline.close()
+
+        assert event.payload["status"] == "error"
+        assert event.payload["message"].startswith("ConnectionError")
 
     def test_keeps_waiting_while_modal_is_briefly_unreachable(self, plane, hook, monkeypatch, tmp_path):
         call_id = hook.spawn(APP, "sleep", {"seconds": 1.0, "value": "done"})
@@ -170,6 +206,36 @@ class TestModalFunctionCallTriggerOnKill:
 
         assert event_for(plane, "cancel", call_id)
         assert event_for(plane, "finished", call_id)["status"] == "cancelled"
+
+    @pytest.mark.parametrize(
+        ("state", "reattach_on_clear", "cancelled"),
+        [
+            pytest.param(None, True, False, id="cleared-left-for-the-next-try"),
+            pytest.param("scheduled", True, False, id="cleared-and-scheduled"),
+            pytest.param("failed", True, True, id="marked-failed"),
+            pytest.param("success", True, True, id="marked-success"),
+            pytest.param(None, False, True, id="cleared-but-no-try-reattaches"),
+        ],
+    )
+    def test_on_kill_tells_a_clear_from_a_mark_failed(
+        self, plane, hook, monkeypatch, state, reattach_on_clear, cancelled
+    ):
+        call_id = hook.spawn(APP, "sleep", {"seconds": 3.0, "value": None})
+        trigger = ModalFunctionCallTrigger(
+            call_id=call_id, poll_interval=POLL, reattach_on_clear=reattach_on_clear
+        )
+
+        async def task_state() -> str | None:
+            return state
+
+        monkeypatch.setattr(trigger, "_task_state", task_state)
+        asyncio.run(trigger.on_kill())
+
+        if cancelled:
+            assert event_for(plane, "cancel", call_id)
+        else:
+            assert events_of(plane, "cancel", call_id) == []
+            assert hook.poll(call_id).state == "running"
 
     def test_cancel_on_kill_false_leaves_the_call_running(self, plane, hook):
         call_id = hook.spawn(APP, "sleep", {"seconds": 2.0, "value": "kept"})
