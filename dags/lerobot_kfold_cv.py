@@ -23,7 +23,7 @@ with DAG(
     dag_id="lerobot_kfold_cv",
     schedule=None,
     catchup=False,
-    params=kfold_params(),
+    params=kfold_params(dataset_root="datasets/so101_demo"),
     tags=["lerobot", "k-fold", "modal"],
     doc_md=__doc__,
 ):

@@ -7,7 +7,7 @@
 
 Both update the summary Asset when done, so downstream DAGs (a model registry, a deployment gate) can
 be scheduled on it and read the headline numbers from the event's extra.
-Settings: the ``LEROBOT_KFOLD_RETRAIN_*`` environment variables below, else the local demo.
+Settings: any setting as a ``LEROBOT_KFOLD_RETRAIN_<NAME>`` environment variable, else the local demo.
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ import pendulum
 from airflow.sdk import DAG, Asset
 
 from kfold_cv import kfold_cross_validation
+from kfold_cv.settings import settings_from_environment
 
-DATASET_ROOT = os.environ.get("LEROBOT_KFOLD_RETRAIN_DATASET_ROOT", "datasets/so101_demo")
-DATASET_NAME = DATASET_ROOT.rstrip("/").rsplit("/", 1)[-1]
-SETTINGS = {
-    "dataset_root": DATASET_ROOT,
-    "backend": os.environ.get("LEROBOT_KFOLD_RETRAIN_BACKEND", "local"),
-    "k": int(os.environ.get("LEROBOT_KFOLD_RETRAIN_K", "5")),
-    "steps": int(os.environ.get("LEROBOT_KFOLD_RETRAIN_STEPS", "2000")),
-}
+# Any setting as LEROBOT_KFOLD_RETRAIN_<NAME> (e.g. _K=5, _STEPS=4000, _BACKEND=modal); the demo otherwise.
+SETTINGS = settings_from_environment("LEROBOT_KFOLD_RETRAIN_")
+if not SETTINGS.get("dataset_root") and not SETTINGS.get("dataset_repo_id"):
+    SETTINGS["dataset_root"] = "datasets/so101_demo"
+DATASET_NAME = (SETTINGS.get("dataset_root") or SETTINGS["dataset_repo_id"]).rstrip("/").rsplit("/", 1)[-1]
 MAX_PARALLEL = int(os.environ.get("LEROBOT_KFOLD_MAX_PARALLEL_FOLDS", "2"))
 
 dataset_asset = Asset(name=f"lerobot_dataset_{DATASET_NAME}", uri=f"lerobot-kfold://datasets/{DATASET_NAME}")

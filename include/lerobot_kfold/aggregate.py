@@ -34,6 +34,8 @@ from typing import Any, Literal
 import numpy as np
 
 from lerobot_kfold.atomic_io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from lerobot_kfold.declared import check_declared, setting
+from lerobot_kfold.splits import MAX_MAP_LENGTH
 
 __all__ = [
     "AggregateConfig",
@@ -78,41 +80,46 @@ class MissingMetricError(ValueError):
     """The selection metric appears in no successful fold, so no best fold can be chosen."""
 
 
+# Metrics a fold reports that can pick the best fold, and which way is better.
+METRIC_DIRECTIONS: dict[str, Literal["min", "max"]] = {
+    "val_l1": "min",
+    "best_val_l1": "min",
+    "val_l1_normalized": "min",
+    "sim_success_rate": "max",
+}
+
+
 @dataclass(frozen=True)
 class AggregateConfig:
-    """How to aggregate fold results and pick the best fold."""
+    """How to aggregate fold results and pick the best fold (declared run settings, see ``declared``)."""
 
-    # Metric (a key of each fold's ``metrics``) that picks the best fold. "val_l1" is the held-out L1
-    # action error in action units, comparable across folds; use "sim_success_rate" with mode "max"
-    # when the simulator evaluation ran.
-    selection_metric: str = "val_l1"
-    # "min" when lower is better (losses, errors), "max" when higher is better (success rate).
-    selection_mode: Literal["min", "max"] = "min"
-    # Fewest successful folds for which a summary is still reported; None means every fold must
-    # succeed. Fewer successes raise NotEnoughFoldsError instead of averaging fewer folds silently.
-    min_successful_folds: int | None = None
-    # Coverage of the two-sided Student-t interval around each metric's mean, in (0, 1).
-    confidence: float = 0.95
+    # "val_l1" is the held-out L1 action error in action units, comparable across folds;
+    # "sim_success_rate" needs the simulator evaluation (sim_eval_episodes > 0).
+    selection_metric: str = setting(
+        "val_l1",
+        "Metric that picks the best fold (val_l1: lowest; sim_success_rate: highest).",
+        choices=tuple(METRIC_DIRECTIONS),
+    )
+    # Fewer successes raise NotEnoughFoldsError instead of averaging fewer folds silently.
+    min_successful_folds: int = setting(
+        0,
+        "Fewest successful folds for a summary; 0 means every fold must succeed.",
+        minimum=0,
+        maximum=MAX_MAP_LENGTH,
+    )
+    # Coverage of the two-sided Student-t interval around each metric's mean.
+    confidence: float = setting(0.95, "Coverage of the confidence intervals.", above=0, below=1)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.selection_metric, str) or not self.selection_metric.strip():
-            raise ValueError(
-                f"selection_metric must be a non-empty metric name such as 'val_l1', "
-                f"got {self.selection_metric!r}"
-            )
-        if self.selection_mode not in ("min", "max"):
-            raise ValueError(
-                f"selection_mode must be 'min' (lower is better, e.g. val_l1) or 'max' (higher is "
-                f"better, e.g. sim_success_rate), got {self.selection_mode!r}"
-            )
-        m = self.min_successful_folds
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-            raise ValueError(
-                f"min_successful_folds must be a positive integer, or None to require every fold, got {m!r}"
-            )
-        c = self.confidence
-        if isinstance(c, bool) or not isinstance(c, numbers.Real) or not 0.0 < float(c) < 1.0:
-            raise ValueError(f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {c!r}")
+        check_declared(self)
+
+    @property
+    def selection_mode(self) -> Literal["min", "max"]:
+        """'min' when lower is better (losses, errors), 'max' when higher is better (success rate)."""
+        return METRIC_DIRECTIONS[self.selection_metric]
+
+    def required_folds(self, n_folds: int) -> int:
+        return self.min_successful_folds or n_folds
 
 
 def _as_finite_float(value: Any) -> float | None:
@@ -285,7 +292,7 @@ def summarize(
             )
 
     n_folds = len(rows)
-    n_required = n_folds if config.min_successful_folds is None else config.min_successful_folds
+    n_required = config.required_folds(n_folds)
     if len(succeeded) < n_required:
         raise NotEnoughFoldsError(len(succeeded), n_required, n_folds, failed)
 
@@ -343,7 +350,7 @@ def summarize(
 
     summary = {
         "run_id": run_id,
-        "config": asdict(config),
+        "config": {**asdict(config), "selection_mode": config.selection_mode},
         "totals": {
             "n_folds": n_folds,
             "n_succeeded": len(succeeded),

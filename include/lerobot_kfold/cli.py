@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lerobot_kfold.declared import add_options, build, given_options
+from lerobot_kfold.run_settings import GROUPS, RunSettings
+
 EXIT_BAD_INPUT = 2
 EXIT_FOLDS_FAILED = 3
 
@@ -27,117 +30,54 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, allow_nan=False))
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"dim_model\": 64}'")
-    return value
-
-
 # ----------------------------------------------------------------------------------------------- options
+# Every run setting's option comes from its declaration (``declared``); the options here are about the
+# command itself: which files, which fold, how many processes.
+
+# Which groups of run settings each command takes.
+PLAN_GROUPS = ("dataset", "split")
+FOLD_GROUPS = ("training", "evaluation")
+AGGREGATE_GROUPS = ("aggregation",)
+RUN_GROUPS = tuple(GROUPS)
+# Shorter spellings kept from earlier releases.
+ALIASES = {"dataset_root": ("--root",)}
 
 
-def _add_split_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("fold planning")
-    group.add_argument("--k", type=int, default=5, help="number of folds (default 5)")
-    group.add_argument("--split-seed", type=int, default=0, help="seed of the fold assignment (default 0)")
-    group.add_argument("--no-shuffle", action="store_true", help="contiguous folds by episode index")
-    group.add_argument("--stratify-by-task", action="store_true", help="keep each fold's task mix")
-    group.add_argument("--holdout-fraction", type=float, default=0.0, help="test set kept out of every fold")
-    group.add_argument("--repeats", type=int, default=1, help="repeated k-fold: reshuffles (default 1)")
+def _add_setting_options(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
+    for group in groups:
+        cls, title = GROUPS[group]
+        add_options(parser, cls, title, aliases=ALIASES)
 
 
-def _split_config(args: argparse.Namespace):
-    from lerobot_kfold.splits import SplitConfig
-
-    return SplitConfig(
-        k=args.k,
-        seed=args.split_seed,
-        shuffle=not args.no_shuffle,
-        stratify_by_task=args.stratify_by_task,
-        holdout_fraction=args.holdout_fraction,
-        repeats=args.repeats,
-    )
+def _given(args: argparse.Namespace, groups: Sequence[str]) -> dict[str, Any]:
+    """The settings of ``groups`` given on the command line, as text."""
+    return {name: value for group in groups for name, value in given_options(args, GROUPS[group][0]).items()}
 
 
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("fold training")
-    group.add_argument("--policy-type", default="act", help="lerobot policy type (default act)")
+def _group(args: argparse.Namespace, group: str) -> Any:
+    """One group of settings from the command line, validated as the trigger form's are."""
+    return build(GROUPS[group][0], _given(args, [group]), text=True)
+
+
+def _run_settings(args: argparse.Namespace) -> RunSettings:
+    return RunSettings.from_mapping(_given(args, RUN_GROUPS), text=True)
+
+
+def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("execution (where this command runs; not run settings)")
     group.add_argument(
-        "--policy-overrides",
-        type=_json_object,
-        default=None,
-        help="JSON object of lerobot policy config fields (default: the small demo ACT for 'act')",
-    )
-    group.add_argument("--steps", type=int, default=2000)
-    group.add_argument("--batch-size", type=int, default=64)
-    group.add_argument("--learning-rate", type=float, default=1e-3)
-    group.add_argument("--chunk-size", type=int, default=10)
-    group.add_argument("--eval-every", type=int, default=500, help="validate every N steps")
-    group.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
-    group.add_argument("--seed", type=int, default=0, help="training seed")
-    group.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    group.add_argument("--torch-threads", type=int, default=None, help="torch threads per fold")
-    group.add_argument("--sim-eval-episodes", type=int, default=0, help="closed-loop rollouts per fold")
-    group.add_argument("--sim-eval-max-steps", type=int, default=200)
-    group.add_argument("--wandb-mode", default="disabled", choices=["disabled", "offline", "online"])
-    group.add_argument("--wandb-project", default="lerobot-kfold")
-
-
-def _training_params(args: argparse.Namespace):
-    from lerobot_kfold.runner import TrainingParams
-    from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES
-
-    overrides = args.policy_overrides
-    if overrides is None:
-        overrides = dict(DEMO_ACT_OVERRIDES) if args.policy_type == "act" else {}
-    return TrainingParams(
-        policy_type=args.policy_type,
-        policy_overrides=overrides,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        chunk_size=args.chunk_size,
-        eval_every=args.eval_every,
-        save_every=args.save_every,
-        seed=args.seed,
-        device=args.device,
-        torch_threads=args.torch_threads,
-        sim_eval_episodes=args.sim_eval_episodes,
-        sim_eval_max_steps=args.sim_eval_max_steps,
-        wandb_mode=args.wandb_mode,
-        wandb_project=args.wandb_project,
+        "--torch-threads", type=_positive_int, default=None, help="torch threads per fold (default: torch's)"
     )
 
 
-def _add_aggregation_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("aggregation")
-    group.add_argument("--selection-metric", default="val_l1", help="metric that picks the best fold")
-    group.add_argument("--selection-mode", default="min", choices=["min", "max"])
-    group.add_argument(
-        "--min-successful-folds",
-        type=int,
-        default=None,
-        help="fail unless at least this many folds succeed (default: all)",
-    )
-    group.add_argument("--confidence", type=float, default=0.95)
-
-
-def _aggregate_config(args: argparse.Namespace):
-    from lerobot_kfold.aggregate import AggregateConfig
-
-    return AggregateConfig(
-        selection_metric=args.selection_metric,
-        selection_mode=args.selection_mode,
-        min_successful_folds=args.min_successful_folds,
-        confidence=args.confidence,
-    )
-
-
-# ------------------------------------------------------------------------------------------- subcommands
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def cmd_demo_dataset(args: argparse.Namespace) -> int:
@@ -152,8 +92,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from lerobot_kfold import dataset_info
     from lerobot_kfold.splits import plan_folds, write_plan
 
-    split = _split_config(args)  # parameters first: bad input fails before any file is read
-    root = dataset_info.check_dataset_root(args.root)
+    dataset, split = _group(args, "dataset"), _group(args, "split")  # settings first: no file is read
+    root = dataset_info.check_dataset_root(_local_root(dataset))
     plan = plan_folds(dataset_info.episode_infos(root), split, dataset_info.dataset_identity(root))
     if args.output:
         write_plan(plan, args.output)
@@ -162,11 +102,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_root(dataset: Any) -> str:
+    if dataset.dataset_repo_id:
+        raise ValueError(
+            "the command line reads a local dataset folder: download the hub dataset first "
+            "(`huggingface-cli download --repo-type dataset OWNER/NAME --local-dir DIR`) and pass "
+            "--dataset-root DIR"
+        )
+    return dataset.dataset_root
+
+
 def cmd_train_fold(args: argparse.Namespace) -> int:
     from lerobot_kfold.runner import fold_output_dir
     from lerobot_kfold.splits import read_plan
     from lerobot_kfold.training import train_fold
+    from lerobot_kfold.training_config import fold_config
 
+    training, evaluation = _group(args, "training"), _group(args, "evaluation")
     plan = read_plan(args.plan)
     fold = plan.fold(args.fold_id)
     root = args.root or plan.dataset.root
@@ -175,7 +127,17 @@ def cmd_train_fold(args: argparse.Namespace) -> int:
     output_dir = (
         Path(args.output_dir) if args.output_dir else fold_output_dir(Path(args.plan).parent, fold.fold_id)
     )
-    config = _training_params(args).fold_config(output_dir, root, fold, plan.dataset.repo_id, args.run_id)
+    config = fold_config(
+        training,
+        evaluation,
+        fold,
+        dataset_root=root,
+        repo_id=plan.dataset.repo_id,
+        output_dir=str(output_dir),
+        seed=plan.config.seed,
+        run_id=args.run_id,
+        torch_threads=args.torch_threads,
+    )
     result = train_fold(config, progress=_progress)
     _print_json(result)
     return 0 if result["status"] == "ok" else EXIT_FOLDS_FAILED
@@ -184,6 +146,7 @@ def cmd_train_fold(args: argparse.Namespace) -> int:
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from lerobot_kfold.aggregate import summarize, write_outputs
 
+    aggregation = _group(args, "aggregation")
     paths: list[Path] = []
     for item in args.results:
         path = Path(item)
@@ -196,9 +159,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError(f"no result.json files found under {args.results}.")
     results = [json.loads(p.read_text()) for p in paths]
-    summary = summarize(
-        results, _aggregate_config(args), expected_folds=args.expected_folds, run_id=args.run_id
-    )
+    summary = summarize(results, aggregation, expected_folds=args.expected_folds, run_id=args.run_id)
     summary["outputs"] = write_outputs(summary, results, args.output_dir)
     _print_json(summary)
     return 0
@@ -226,21 +187,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lerobot_kfold.runner import KFoldRunConfig, run_kfold
     from lerobot_kfold.summary_table import format_summary
 
-    split, training = _split_config(args), _training_params(args)
+    settings = _run_settings(args)
+    root = _local_root(settings.dataset)
     config = KFoldRunConfig(
-        dataset_root=args.root,
+        settings=settings,
         output_dir=args.output_dir,
-        split=split,
-        training=training,
-        aggregation=_aggregate_config(args),
-        parallel=args.parallel or default_parallel(split.num_folds, training.device),
+        parallel=args.parallel or default_parallel(settings.split.num_folds, settings.training.device),
         run_id=args.run_id,
+        torch_threads=args.torch_threads,
     )
-    if args.record_demo and not Path(args.root).exists():
-        _progress(f"recording a demo dataset of {args.record_demo} episodes into {args.root}")
-        demo = record_demo_dataset(
-            DemoConfig(root=args.root, num_episodes=args.record_demo), progress=_progress
-        )
+    if args.record_demo and not Path(root).exists():
+        _progress(f"recording a demo dataset of {args.record_demo} episodes into {root}")
+        demo = record_demo_dataset(DemoConfig(root=root, num_episodes=args.record_demo), progress=_progress)
         _progress(
             f"recorded {demo['num_episodes']} episodes ({demo['num_frames']} frames) in {demo['seconds']}s"
         )
@@ -278,49 +236,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_dataset)
 
     p = sub.add_parser("plan", help="plan episode folds; prints the JSON manifest")
-    p.add_argument("--root", required=True, help="LeRobot dataset folder")
     p.add_argument("--output", help="also write the manifest to this file")
-    _add_split_options(p)
+    _add_setting_options(p, PLAN_GROUPS)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train-fold", help="train and validate one fold of a plan; prints its result JSON")
     p.add_argument("--plan", required=True, help="plan.json written by 'plan --output'")
     p.add_argument("--fold-id", type=int, required=True)
-    p.add_argument("--root", help="dataset folder (default: the one named in the plan)")
+    p.add_argument("--root", help="dataset folder on this machine (default: the one named in the plan)")
     p.add_argument("--output-dir", help="fold folder (default: folds/fold_NNN beside the plan)")
     p.add_argument("--run-id", default=None)
-    _add_training_options(p)
+    _add_setting_options(p, FOLD_GROUPS)
+    _add_execution_options(p)
     p.set_defaults(func=cmd_train_fold)
 
     p = sub.add_parser("aggregate", help="summarize fold results; writes summary.json, folds.csv, report")
     p.add_argument("results", nargs="+", help="result.json files or folders containing them")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--expected-folds", type=int, default=None, help="count missing folds as failed")
+    p.add_argument("--expected-folds", type=_positive_int, default=None, help="count missing folds as failed")
     p.add_argument("--run-id", default=None)
-    _add_aggregation_options(p)
+    _add_setting_options(p, AGGREGATE_GROUPS)
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("run", help="the whole k-fold locally: plan, train every fold, aggregate")
-    p.add_argument("--root", required=True, help="LeRobot dataset folder")
     p.add_argument("--output-dir", required=True, help="run folder (re-running resumes unfinished folds)")
     p.add_argument(
         "--record-demo",
-        type=int,
+        type=_positive_int,
         default=0,
         metavar="N",
-        help="record an N-episode demo dataset at --root first",
+        help="record an N-episode demo dataset at --dataset-root first",
     )
     p.add_argument(
         "--parallel",
-        type=int,
+        type=_positive_int,
         default=None,
         help="folds trained at once, one process each (default: one per CPU core; 1 on a GPU)",
     )
     p.add_argument("--run-id", default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
-    _add_split_options(p)
-    _add_training_options(p)
-    _add_aggregation_options(p)
+    _add_setting_options(p, RUN_GROUPS)
+    _add_execution_options(p)
     p.set_defaults(func=cmd_run)
     return parser
 

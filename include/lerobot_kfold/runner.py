@@ -14,7 +14,6 @@ Run folder layout::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -22,14 +21,15 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from lerobot_kfold import dataset_info
-from lerobot_kfold.aggregate import AggregateConfig, summarize, write_outputs
-from lerobot_kfold.splits import Fold, FoldPlan, SplitConfig, plan_folds, write_plan
+from lerobot_kfold.aggregate import summarize, write_outputs
+from lerobot_kfold.run_settings import RunSettings
+from lerobot_kfold.splits import FoldPlan, plan_folds, write_plan
 from lerobot_kfold.training_config import FoldTrainingConfig
 
 log = logging.getLogger(__name__)
@@ -37,101 +37,32 @@ Progress = Callable[[str], None]
 PLAN_FILE = "plan.json"
 FOLDS_DIR = "folds"
 
-# FoldTrainingConfig fields that describe the fold itself rather than how to train it.
-_PER_FOLD_FIELDS = {
-    "dataset_root",
-    "train_episodes",
-    "val_episodes",
-    "output_dir",
-    "repo_id",
-    "fold_id",
-    "repeat",
-    "fold_index",
-    "run_id",
-}
-
-
-@dataclass
-class TrainingParams:
-    """How every fold trains: the FoldTrainingConfig fields shared by all folds of a run."""
-
-    policy_type: str = "act"
-    policy_overrides: dict[str, Any] = field(default_factory=dict)
-    steps: int = 2000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    chunk_size: int = 10
-    eval_every: int = 500
-    save_every: int = 500
-    seed: int = 0
-    device: str = "auto"
-    torch_threads: int | None = None
-    num_workers: int = 0
-    preload: bool = True
-    sim_eval_episodes: int = 0
-    sim_eval_max_steps: int = 200
-    sim_eval_seed: int = 0
-    wandb_mode: str = "disabled"
-    wandb_project: str = "lerobot-kfold"
-    stop_at_step: int | None = None
-    # Check policy_type and policy_overrides against lerobot now (imports torch and lerobot, seconds).
-    # Callers that already checked them, such as the DAG's plan task after validate, pass False.
-    check_policy: dataclasses.InitVar[bool] = True
-
-    def __post_init__(self, check_policy: bool) -> None:
-        shared = {f.name for f in dataclasses.fields(FoldTrainingConfig)} - _PER_FOLD_FIELDS
-        mine = {f.name for f in dataclasses.fields(self)}
-        if shared != mine:  # a programming error: keep the two dataclasses in step
-            raise AssertionError(f"TrainingParams out of sync with FoldTrainingConfig: {shared ^ mine}")
-        # Validate now (with placeholder episodes) so a bad value fails before planning or recording.
-        self.fold_config(Path("."), "placeholder", Fold(0, 0, 0, (0,), (1,)), "local/check", None)
-        if check_policy:
-            from lerobot_kfold.training import check_policy_overrides
-
-            check_policy_overrides(self.policy_type, self.policy_overrides)
-
-    def fold_config(
-        self, output_dir: Path, dataset_root: str, fold: Fold, repo_id: str, run_id: str | None
-    ) -> FoldTrainingConfig:
-        return FoldTrainingConfig(
-            dataset_root=dataset_root,
-            train_episodes=list(fold.train_episodes),
-            val_episodes=list(fold.val_episodes),
-            output_dir=str(output_dir),
-            repo_id=repo_id,
-            fold_id=fold.fold_id,
-            repeat=fold.repeat,
-            fold_index=fold.index,
-            run_id=run_id,
-            **dataclasses.asdict(self),
-        )
-
 
 @dataclass
 class KFoldRunConfig:
     """A whole local k-fold run."""
 
-    # Local LeRobot dataset folder.
-    dataset_root: str
+    # Every run setting (dataset, split, training, evaluation, aggregation).
+    settings: RunSettings
     # Folder for the plan, the folds and the summary. Re-running on it resumes unfinished folds.
     output_dir: str
-    split: SplitConfig = field(default_factory=SplitConfig)
-    training: TrainingParams = field(default_factory=TrainingParams)
-    aggregation: AggregateConfig = field(default_factory=AggregateConfig)
-    # Dataset identifier for names and the manifest (nothing is downloaded).
-    repo_id: str | None = None
     # Folds trained at the same time, each in its own process.
     parallel: int = 1
     # Name of the run (W&B group, report title). Defaults to the output folder's name.
     run_id: str | None = None
+    # torch threads per fold; None: the CPU cores shared among the parallel folds.
+    torch_threads: int | None = None
 
     def __post_init__(self) -> None:
-        self.dataset_root = str(self.dataset_root)
         self.output_dir = str(self.output_dir)
         if self.parallel < 1:
             raise ValueError(f"parallel must be >= 1, got {self.parallel}.")
         if self.run_id is None:
             self.run_id = Path(self.output_dir).resolve().name
+
+    @property
+    def dataset_root(self) -> str:
+        return self.settings.dataset.dataset_root
 
 
 def fold_output_dir(run_dir: Path, fold_id: int) -> Path:
@@ -140,10 +71,11 @@ def fold_output_dir(run_dir: Path, fold_id: int) -> Path:
 
 def plan_run(config: KFoldRunConfig) -> FoldPlan:
     """Check the dataset and plan the folds (nothing is trained)."""
+    config.settings.check_policy()
     root = dataset_info.check_dataset_root(config.dataset_root)
-    dataset_info.check_policy_features(root, config.training.policy_type)
-    identity = dataset_info.dataset_identity(root, config.repo_id)
-    return plan_folds(dataset_info.episode_infos(root), config.split, identity)
+    dataset_info.check_policy_features(root, config.settings.training.policy_type)
+    identity = dataset_info.dataset_identity(root)
+    return plan_folds(dataset_info.episode_infos(root), config.settings.split, identity)
 
 
 def train_fold_safely(fold_config: dict[str, Any], annotations: dict[str, Any]) -> dict[str, Any]:
@@ -197,21 +129,24 @@ def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> dict[
     plan = plan_run(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_plan(plan, run_dir / PLAN_FILE)
+    split = config.settings.split
     say(
         f"planned {plan.num_folds} folds over {plan.dataset.num_episodes} episodes "
-        f"(k={config.split.k}, repeats={config.split.repeats}, hold-out {len(plan.holdout_episodes)}) "
+        f"(k={split.k}, repeats={split.repeats}, hold-out {len(plan.holdout_episodes)}) "
         f"-> {run_dir / PLAN_FILE}"
     )
-    repo_id = plan.dataset.repo_id
-    training = config.training
-    if config.parallel > 1 and training.torch_threads is None:
-        training = dataclasses.replace(
-            training, torch_threads=max(1, (os.cpu_count() or 1) // config.parallel)
-        )
+    threads = config.torch_threads
+    if config.parallel > 1 and threads is None:
+        threads = max(1, (os.cpu_count() or 1) // config.parallel)
     jobs = [
         (
-            training.fold_config(
-                fold_output_dir(run_dir, fold.fold_id), config.dataset_root, fold, repo_id, config.run_id
+            config.settings.fold_config(
+                fold,
+                dataset_root=config.dataset_root,
+                repo_id=plan.dataset.repo_id,
+                output_dir=str(fold_output_dir(run_dir, fold.fold_id)),
+                run_id=config.run_id,
+                torch_threads=threads,
             ).to_dict(),
             {"repeat": fold.repeat, "index": fold.index},
         )
@@ -245,7 +180,9 @@ def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> dict[
                 collect(future.result())
 
     results.sort(key=lambda r: r["fold_id"])
-    summary = summarize(results, config.aggregation, expected_folds=plan.num_folds, run_id=config.run_id)
+    summary = summarize(
+        results, config.settings.aggregation, expected_folds=plan.num_folds, run_id=config.run_id
+    )
     summary["plan_hash"] = plan.content_hash()
     summary["wall_s"] = round(time.perf_counter() - started, 2)
     paths = write_outputs(summary, results, run_dir)

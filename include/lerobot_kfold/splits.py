@@ -43,9 +43,12 @@ from typing import Any
 import numpy as np
 
 from lerobot_kfold.atomic_io import write_text_atomic
+from lerobot_kfold.declared import check_declared, setting
 
 # Airflow's default `core.max_map_length`: one mapped task instance per fold, so k * repeats must fit.
 MAX_MAP_LENGTH = 1024
+# Seeds are numpy seeds: below 2**32.
+MAX_SEED = 2**32 - 1
 # Bumped whenever the manifest layout changes; readers refuse versions they do not know.
 FORMAT_VERSION = 1
 # Identifies the file type to a person (or tool) that opens the manifest.
@@ -173,50 +176,36 @@ class DatasetIdentity:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """How to split. Validated on construction, so a bad DAG parameter fails before any work starts."""
+    """How to split. Validated on construction, so a bad DAG parameter fails before any work starts.
 
-    # Number of folds per repeat (>= 2). Each fold validates on about 1/k of the usable episodes.
-    k: int = 5
-    # Seed for the hold-out draw and every shuffle (>= 0). Same seed, same episodes: same plan.
-    seed: int = 0
-    # Shuffle episodes before assigning folds. Without it folds are contiguous runs of episode_index,
-    # which tests generalization across recording sessions. The hold-out is always a seeded random draw.
-    shuffle: bool = True
-    # Keep each fold's task mix close to the whole dataset's (every task needs >= k usable episodes).
-    stratify_by_task: bool = False
-    # Fraction of episodes set aside as a test set that no fold trains or validates on, in [0, 0.5).
-    # It is the same for every repeat; with stratify_by_task it is stratified too.
-    holdout_fraction: float = 0.0
-    # Repeated k-fold: number of independent reshuffles (each gives k folds; needs shuffle=True).
-    repeats: int = 1
+    Each field is a declared run setting (see ``declared``): the CLI options and the trigger form's
+    fields of fold planning are derived from these declarations.
+    """
+
+    # Folds per repeat. Each fold validates on about 1/k of the usable episodes; one mapped task each.
+    k: int = setting(5, "Number of folds.", minimum=2, maximum=MAX_MAP_LENGTH)
+    # Same seed, same episodes: same plan. Training uses the same seed (weights, data order, dropout).
+    seed: int = setting(0, "Seed of the episode shuffle and of training.", minimum=0, maximum=MAX_SEED)
+    # Without it folds are contiguous runs of episode_index, which tests generalization across
+    # recording sessions. The hold-out is always a seeded random draw.
+    shuffle: bool = setting(True, "Shuffle episodes before assigning folds (off: contiguous folds).")
+    # Every task needs >= k usable episodes.
+    stratify_by_task: bool = setting(False, "Keep each task's share of episodes in every fold.")
+    # The same test set for every repeat; with stratify_by_task it is stratified too.
+    holdout_fraction: float = setting(
+        0.0, "Share of episodes held out of every fold as a final test set (0: none).", minimum=0, below=0.5
+    )
+    # Repeated k-fold: independent reshuffles, each giving k folds (needs shuffle).
+    repeats: int = setting(
+        1, "Repeated k-fold: k x repeats fold tasks, each repeat reshuffled.", minimum=1, maximum=100
+    )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "k", _as_int("k", self.k))
-        object.__setattr__(self, "seed", _as_int("seed", self.seed))
-        object.__setattr__(self, "repeats", _as_int("repeats", self.repeats))
-        for name in ("shuffle", "stratify_by_task"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
-        fraction = self.holdout_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float | np.floating | np.integer):
-            raise ValueError(f"holdout_fraction must be a number in [0, 0.5), got {fraction!r}.")
-        object.__setattr__(self, "holdout_fraction", float(fraction))
-
-        if self.k < 2:
-            raise ValueError(f"k must be at least 2 (got {self.k}): k-fold needs two or more folds.")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}.")
-        if self.repeats < 1:
-            raise ValueError(f"repeats must be at least 1, got {self.repeats}.")
+        check_declared(self)
         if self.repeats > 1 and not self.shuffle:
             raise ValueError(
                 f"repeats={self.repeats} needs shuffle=True: unshuffled repeats would all give the same "
                 "folds. Set shuffle=True or repeats=1."
-            )
-        if not 0.0 <= self.holdout_fraction < 0.5:
-            raise ValueError(
-                f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction}: use 0 for no "
-                "hold-out, or e.g. 0.1 to keep 10% of the episodes as a test set."
             )
         if self.k * self.repeats > MAX_MAP_LENGTH:
             raise ValueError(

@@ -75,7 +75,8 @@ def make_policy_config(config: FoldTrainingConfig, device: str):
     """lerobot's policy config for ``policy_type`` with the fold's chunk size, lr and overrides."""
     from lerobot.policies.factory import make_policy_config as lerobot_make_policy_config
 
-    fields = check_policy_overrides(config.policy_type, config.policy_overrides)
+    overrides = config.policy_fields()
+    fields = check_policy_overrides(config.policy_type, overrides)
     kwargs: dict[str, Any] = {"device": device, "push_to_hub": False}
     if "chunk_size" in fields:
         kwargs["chunk_size"] = config.chunk_size
@@ -86,7 +87,7 @@ def make_policy_config(config: FoldTrainingConfig, device: str):
     if "pretrained_backbone_weights" in fields:
         # Pretrained backbones are downloaded from the internet at construction; off unless asked for.
         kwargs["pretrained_backbone_weights"] = None
-    kwargs.update(config.policy_overrides)
+    kwargs.update(overrides)
     return lerobot_make_policy_config(config.policy_type, **kwargs)
 
 

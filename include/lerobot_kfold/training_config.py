@@ -1,20 +1,24 @@
-"""Configuration of one fold's training run.
+"""How folds train and are evaluated (declared run settings), and the configuration of one fold.
 
-A plain dataclass that validates itself, so bad input fails with a message before any data is read or
-GPU time is paid for. It is JSON-serializable (``to_dict``/``from_dict``) because the same config
-travels through Airflow XCom and Modal function arguments.
+``TrainingSettings`` and ``EvaluationSettings`` are declared settings (see ``declared``): the CLI options,
+the trigger form's fields and their validation come from these fields. ``FoldTrainingConfig`` is what
+one fold's training needs: the same settings plus the fold's episodes, folders and execution knobs. It is
+JSON-serializable (``to_dict``/``from_dict``) because it travels through Airflow XCom and Modal calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-WandbMode = Literal["disabled", "offline", "online"]
+from lerobot_kfold.declared import check_declared, setting
+
+MAX_STEPS = 10_000_000
 WANDB_MODES = ("disabled", "offline", "online")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+POLICY_TYPES = ("act",)
 
 # A small state-only ACT that learns the simulator demo in a few CPU minutes. lerobot's defaults (VAE on,
 # dropout 0.1, dim_model 512) stayed at 0-5% success after minutes of CPU training on the demo data;
@@ -26,11 +30,100 @@ DEMO_ACT_OVERRIDES: dict[str, Any] = {
     "use_vae": False,
     "dropout": 0.0,
 }
+# Named starting points for the policy config; policy_overrides apply on top.
+POLICY_PRESETS: dict[str, dict[str, Any]] = {"small": DEMO_ACT_OVERRIDES, "lerobot": {}}
+# Policy config fields with a setting of their own (or none: push_to_hub is always off).
+_OWNED_POLICY_FIELDS = {
+    "device": "device",
+    "push_to_hub": "(always off)",
+    "chunk_size": "chunk_size",
+    "n_action_steps": "chunk_size",
+    "optimizer_lr": "learning_rate",
+}
 
 
 @dataclass
-class FoldTrainingConfig:
-    """Everything one fold's training needs. Paths are plain strings or Paths; all else is scalar."""
+class TrainingSettings:
+    """How every fold of a run trains."""
+
+    # lerobot policy type; the policy's config is lerobot's, with the preset and overrides applied.
+    policy_type: str = setting("act", "lerobot policy to train.", choices=POLICY_TYPES)
+    policy_preset: str = setting(
+        "small",
+        "Starting policy config: 'small' learns the simulator demo in CPU minutes; 'lerobot' is "
+        "lerobot's default.",
+        choices=tuple(POLICY_PRESETS),
+    )
+    # Extra lerobot policy config fields, e.g. {"dim_model": 64}; checked against the policy's config.
+    policy_overrides: dict[str, Any] = setting(
+        {}, "JSON object of lerobot policy config fields applied over the preset."
+    )
+    steps: int = setting(2000, "Training steps per fold.", minimum=1, maximum=MAX_STEPS)
+    batch_size: int = setting(64, "Training batch size.", minimum=1, maximum=4096)
+    # The policy's optimizer preset, with this learning rate.
+    learning_rate: float = setting(1e-3, "Learning rate.", above=0, maximum=1)
+    # Actions predicted per model call (ACT chunk size); also the number executed per call in rollouts.
+    chunk_size: int = setting(10, "Action chunk length.", minimum=1, maximum=1000)
+    # A resumable checkpoint every this many steps, and always at the end.
+    save_every: int = setting(500, "Checkpoint every N steps (resume point).", minimum=1, maximum=MAX_STEPS)
+    # "auto" takes CUDA when available, else CPU.
+    device: str = setting("auto", "Torch device of a fold.", choices=DEVICES)
+    # The API key comes from the environment, an Airflow connection or a Modal secret, never from here.
+    wandb_mode: str = setting("disabled", "Weights & Biases logging.", choices=WANDB_MODES)
+    wandb_project: str = setting(
+        "lerobot-kfold",
+        "W&B project of the folds.",
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        pattern_hint="a W&B project name (letters, digits, '_', '.', '-'; at most 128)",
+    )
+
+    def __post_init__(self) -> None:
+        check_declared(self)
+        self._check_training()
+
+    def _check_training(self) -> None:
+        owned = sorted(set(self.policy_overrides) & set(_OWNED_POLICY_FIELDS))
+        if owned:
+            instead = ", ".join(f"{name} -> {_OWNED_POLICY_FIELDS[name]}" for name in owned)
+            raise ValueError(
+                f"policy_overrides may not set {owned}: these have settings of their own ({instead})."
+            )
+
+    def policy_fields(self) -> dict[str, Any]:
+        """The lerobot policy config fields this run sets: the preset, then the overrides."""
+        return {**POLICY_PRESETS[self.policy_preset], **self.policy_overrides}
+
+    def check_policy(self) -> None:
+        """Check the policy type and its fields against lerobot (imports lerobot: seconds)."""
+        from lerobot_kfold.training import check_policy_overrides
+
+        check_policy_overrides(self.policy_type, self.policy_fields())
+
+
+@dataclass
+class EvaluationSettings:
+    """How every fold is evaluated: validation on its held-out episodes, rollouts in the simulator."""
+
+    # Validation always runs at the last step too.
+    eval_every: int = setting(
+        500, "Validate on the held-out episodes every N steps.", minimum=1, maximum=MAX_STEPS
+    )
+    # Only for datasets recorded from the simulator (the demo recorder marks them).
+    sim_eval_episodes: int = setting(
+        0,
+        "Closed-loop episodes in the simulator per fold (simulator datasets only; 0: none).",
+        minimum=0,
+        maximum=1000,
+    )
+    sim_eval_max_steps: int = setting(200, "Step limit of one rollout.", minimum=1, maximum=100_000)
+
+    def __post_init__(self) -> None:
+        check_declared(self)
+
+
+@dataclass(kw_only=True)
+class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
+    """Everything one fold's training needs: the run's settings plus the fold itself."""
 
     # Folder of a local LeRobot v3 dataset (contains meta/info.json).
     dataset_root: str
@@ -45,40 +138,16 @@ class FoldTrainingConfig:
     fold_id: int = 0
     repeat: int = 0
     fold_index: int = 0
-    # lerobot policy type ("act"; others as lerobot registers them).
-    policy_type: str = "act"
-    # Extra fields of the lerobot policy config, e.g. {"dim_model": 64}.
-    policy_overrides: dict[str, Any] = field(default_factory=dict)
-    # Optimisation steps, batch size and learning rate (the policy's optimizer preset, with this lr).
-    steps: int = 2000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    # Actions predicted per model call (ACT chunk size); also the number executed per call in rollouts.
-    chunk_size: int = 10
-    # Validate on the held-out episodes every this many steps (and always at the end).
-    eval_every: int = 500
-    # Write a resumable checkpoint every this many steps (and always at the end).
-    save_every: int = 500
-    # Seed for weights, data order and dropout. Same seed, same data: same result.
+    # Seed for weights, data order and dropout: the plan's seed. Same seed, same data: same result.
     seed: int = 0
-    # "auto" takes CUDA when available, else CPU.
-    device: str = "auto"
     # torch threads for this process (None: torch's default). Set 1 when folds run in parallel.
     torch_threads: int | None = None
     # DataLoader workers. 0 is fastest for small state-only data (no inter-process copies).
     num_workers: int = 0
     # Load a dataset without camera features into memory once (identical items, no per-item parquet reads).
     preload: bool = True
-    # Closed-loop evaluation in the simulator after training (0 = off). Only for datasets recorded from it.
-    sim_eval_episodes: int = 0
-    # Step limit of one evaluation rollout.
-    sim_eval_max_steps: int = 200
     # Seed of the evaluation rollouts (seeds never used in recording are derived from it).
     sim_eval_seed: int = 0
-    # Weights & Biases: "disabled" (default), "offline" or "online". The API key comes from the
-    # environment (WANDB_API_KEY) or a Modal secret, never from this config.
-    wandb_mode: str = "disabled"
-    wandb_project: str = "lerobot-kfold"
     # Groups the folds of one k-fold run in W&B and names the run's outputs.
     run_id: str | None = None
     # Stop (after checkpointing) once this step is reached, as a preemption would. For tests and drills.
@@ -89,9 +158,11 @@ class FoldTrainingConfig:
         self.output_dir = str(self.output_dir)
         self.train_episodes = [int(e) for e in self.train_episodes]
         self.val_episodes = [int(e) for e in self.val_episodes]
-        self._validate()
+        check_declared(self)
+        self._check_training()
+        self._check_fold()
 
-    def _validate(self) -> None:
+    def _check_fold(self) -> None:
         if not self.train_episodes:
             raise ValueError("train_episodes is empty: a fold needs at least one training episode.")
         if not self.val_episodes:
@@ -102,30 +173,12 @@ class FoldTrainingConfig:
                 f"episodes {overlap[:10]} are in both train_episodes and val_episodes; that would leak "
                 "the validation data into training. Plan folds with lerobot_kfold.splits."
             )
-        for name in ("steps", "batch_size", "chunk_size", "eval_every", "save_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}.")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}.")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads!r}.")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}.")
-        if self.sim_eval_episodes < 0 or self.sim_eval_max_steps < 1:
-            raise ValueError("sim_eval_episodes must be >= 0 and sim_eval_max_steps >= 1.")
-        if self.wandb_mode not in WANDB_MODES:
-            raise ValueError(f"wandb_mode must be one of {WANDB_MODES}, got {self.wandb_mode!r}.")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.steps:
             raise ValueError(f"stop_at_step must be in [1, steps={self.steps}], got {self.stop_at_step}.")
-        forbidden = {"device", "push_to_hub", "chunk_size", "optimizer_lr"} & set(self.policy_overrides)
-        if forbidden:
-            raise ValueError(
-                f"policy_overrides may not set {sorted(forbidden)}: use the config fields of the same "
-                "meaning (device, chunk_size, learning_rate); push_to_hub is always off."
-            )
 
     @property
     def output_path(self) -> Path:
@@ -145,19 +198,55 @@ class FoldTrainingConfig:
     def resume_key(self) -> dict[str, Any]:
         """The settings a checkpoint must match to be resumed (everything that changes the result)."""
         data = self.to_dict()
-        # Names and logging settings do not change what is trained.
-        for name in ("run_id", "wandb_project", "repeat", "fold_index"):
-            data.pop(name)
-        for volatile in (
+        # Names, logging, evaluation and execution settings do not change what is trained.
+        volatile = {
+            "run_id",
+            "wandb_project",
+            "wandb_mode",
+            "repeat",
+            "fold_index",
             "output_dir",
             "torch_threads",
             "num_workers",
             "preload",
             "stop_at_step",
-            "wandb_mode",
-        ):
-            data.pop(volatile)
-        data.pop("sim_eval_episodes")
-        data.pop("sim_eval_max_steps")
-        data.pop("sim_eval_seed")
-        return data
+            "policy_preset",
+            *(f.name for f in dataclasses.fields(EvaluationSettings) if f.name != "eval_every"),
+            "sim_eval_seed",
+        }
+        key = {name: value for name, value in data.items() if name not in volatile}
+        key["policy_overrides"] = self.policy_fields()
+        return key
+
+
+def fold_config(
+    training: TrainingSettings,
+    evaluation: EvaluationSettings,
+    fold: Any,
+    *,
+    dataset_root: str,
+    repo_id: str,
+    output_dir: str,
+    seed: int,
+    run_id: str | None = None,
+    **execution: Any,
+) -> FoldTrainingConfig:
+    """One fold's config from the run's settings and a planned ``splits.Fold``.
+
+    ``execution`` sets the knobs of where it runs (``torch_threads``, ``num_workers``, ``stop_at_step``).
+    """
+    return FoldTrainingConfig(
+        **dataclasses.asdict(training),
+        **dataclasses.asdict(evaluation),
+        dataset_root=dataset_root,
+        train_episodes=list(fold.train_episodes),
+        val_episodes=list(fold.val_episodes),
+        output_dir=str(output_dir),
+        repo_id=repo_id,
+        fold_id=fold.fold_id,
+        repeat=fold.repeat,
+        fold_index=fold.index,
+        seed=seed,
+        run_id=run_id,
+        **execution,
+    )

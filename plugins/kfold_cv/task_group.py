@@ -31,14 +31,14 @@ from airflow.sdk import Asset, TaskGroup, get_current_context, task
 from airflow.task.trigger_rule import TriggerRule
 
 from kfold_cv import wandb_key
-from kfold_cv.settings import CVSettings
+from kfold_cv.settings import SETTING_NAMES, CVSettings
 from lerobot_kfold import storage
+from lerobot_kfold.declared import split_known
 from modal_gpu.hooks import ModalGPUHook
 from modal_gpu.operators import ModalGPUOperator
 
 APP_MODULE = "lerobot_kfold.modal_app"
 DEFAULT_APP_NAME = "lerobot-kfold"
-_SETTING_NAMES = {f.name for f in dataclasses.fields(CVSettings)}
 
 
 def kfold_cross_validation(
@@ -72,9 +72,7 @@ def kfold_cross_validation(
     if max_parallel_folds < 1:
         raise ValueError(f"max_parallel_folds must be >= 1, got {max_parallel_folds}")
     constants = dict(settings or {})
-    unknown = sorted(set(constants) - _SETTING_NAMES)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; known settings: {sorted(_SETTING_NAMES)}")
+    split_known(constants, SETTING_NAMES)
     if not use_params:
         CVSettings.from_mapping(constants)  # fail at parse time for constants-only groups
 
@@ -96,30 +94,32 @@ def kfold_cross_validation(
             context = get_current_context()
             values: dict[str, Any] = {}
             if use_params:
-                values.update({k: v for k, v in context["params"].items() if k in _SETTING_NAMES})
+                # A conf key that is no setting (a typo such as "K") would otherwise be dropped silently.
+                split_known(context["dag_run"].conf or {}, SETTING_NAMES, what="conf key")
+                values.update({k: v for k, v in context["params"].items() if k in SETTING_NAMES})
             values.update(constants)
             cv = CVSettings.from_mapping(values)
             cv.check()
             dag_run = context["dag_run"]
             run_folder = f"{storage.run_folder(dag_run.dag_id, dag_run.run_id)}/{storage.safe_name(group_id)}"
-            if cv.backend == "local":
+            if cv.compute.backend == "local":
                 _check_local(cv, run_folder)
-                wandb_key.check_key_available(cv.wandb_mode, wandb_key.connection_id())
+                wandb_key.check_key_available(cv.run.training.wandb_mode, wandb_key.connection_id())
             else:
                 _check_modal(app_name, modal_conn_id)
             print(f"k-fold settings: {cv.to_dict()}")
-            where = f"local {storage.storage_root()}" if cv.backend == "local" else "the Modal Volume"
+            where = f"local {storage.storage_root()}" if cv.compute.backend == "local" else "the Modal Volume"
             print(f"outputs: {run_folder} in storage ({where})")
             return {
                 "settings": cv.to_dict(),
-                "backend": cv.backend,
-                "gpu": cv.gpu,
-                "timeout_s": cv.timeout_s,
+                "backend": cv.compute.backend,
+                "gpu": cv.compute.gpu,
+                "timeout_s": cv.compute.timeout_s,
                 "run_folder": run_folder,
                 "prepare_kwargs": {
-                    "dataset_root": cv.dataset_root,
-                    "repo_id": cv.dataset_repo_id,
-                    "policy_type": cv.policy_type,
+                    "dataset_root": cv.run.dataset.dataset_root,
+                    "repo_id": cv.run.dataset.dataset_repo_id,
+                    "policy_type": cv.run.training.policy_type,
                 },
             }
 
@@ -149,29 +149,31 @@ def kfold_cross_validation(
                 num_episodes=dataset["num_episodes"],
             )
             episodes = [EpisodeInfo(e["index"], e["task"], e["length"]) for e in dataset["episodes"]]
-            fold_plan = plan_folds(episodes, cv.split_config(), identity)
-            threads = max(1, (os.cpu_count() or 1) // max_parallel_folds) if cv.backend == "local" else None
-            training = cv.training_params(torch_threads=threads, check_policy=False)  # validate checked it
+            fold_plan = plan_folds(episodes, cv.run.split, identity)
+            local = cv.compute.backend == "local"
+            threads = max(1, (os.cpu_count() or 1) // max_parallel_folds) if local else None
             run_id = f"{context['dag_run'].dag_id}/{context['dag_run'].run_id}"
             fold_kwargs = [
                 {
-                    "config": training.fold_config(
-                        jobs.fold_folder(run_folder, fold.fold_id),
-                        dataset["dataset_root"],
+                    "config": cv.run.fold_config(
                         fold,
-                        dataset["repo_id"],
-                        run_id,
+                        dataset_root=dataset["dataset_root"],
+                        repo_id=dataset["repo_id"],
+                        output_dir=jobs.fold_folder(run_folder, fold.fold_id),
+                        run_id=run_id,
+                        torch_threads=threads,
                     ).to_dict()
                 }
                 for fold in fold_plan.folds
             ]
+            split = cv.run.split
             print(
                 f"planned {fold_plan.num_folds} folds over {identity.num_episodes} episodes "
-                f"(k={cv.k}, repeats={cv.repeats}, held out {len(fold_plan.holdout_episodes)}), "
+                f"(k={split.k}, repeats={split.repeats}, held out {len(fold_plan.holdout_episodes)}), "
                 f"plan {fold_plan.content_hash()[:12]}"
             )
             context["ti"].xcom_push(key="manifest", value=fold_plan.to_dict())
-            context["ti"].xcom_push(key="aggregation", value=dataclasses.asdict(cv.aggregate_config()))
+            context["ti"].xcom_push(key="aggregation", value=dataclasses.asdict(cv.run.aggregation))
             return fold_kwargs
 
         planned = plan(validated["settings"], validated["run_folder"], prepared.output)
@@ -251,9 +253,9 @@ def _check_local(cv: CVSettings, run_folder: str) -> None:
             f"cannot write outputs under the storage root {root}: {exc}. Set LEROBOT_KFOLD_STORAGE to a "
             "writable folder."
         ) from exc
-    if cv.dataset_root:
-        dataset = dataset_info.check_dataset_root(storage.resolve(cv.dataset_root))
-        dataset_info.check_policy_features(dataset, cv.policy_type)
+    if cv.run.dataset.dataset_root:
+        dataset = dataset_info.check_dataset_root(storage.resolve(cv.run.dataset.dataset_root))
+        dataset_info.check_policy_features(dataset, cv.run.training.policy_type)
 
 
 def _check_modal(app_name: str, modal_conn_id: str) -> None:

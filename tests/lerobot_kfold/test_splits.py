@@ -99,7 +99,7 @@ def configs(draw: st.DrawFn, stratify: bool | None = None, shuffle: bool | None 
     shuffle = draw(st.booleans()) if shuffle is None else shuffle
     return SplitConfig(
         k=draw(st.integers(2, 8)),
-        seed=draw(st.integers(0, 2**40)),
+        seed=draw(st.integers(0, 2**32 - 1)),
         shuffle=shuffle,
         stratify_by_task=draw(st.booleans()) if stratify is None else stratify,
         holdout_fraction=draw(st.sampled_from([0.0, 0.1, 0.25, 0.33])),
@@ -377,24 +377,24 @@ class TestValidation:
             pytest.param({"k": 0}, r"k must be at least 2", id="k-zero"),
             pytest.param({"k": 2.5}, r"k must be an integer", id="k-float"),
             pytest.param({"k": True}, r"k must be an integer", id="k-bool"),
-            pytest.param({"seed": -1}, r"seed must be >= 0", id="seed-negative"),
+            pytest.param({"seed": -1}, r"seed must be at least 0", id="seed-negative"),
             pytest.param({"repeats": 0}, r"repeats must be at least 1", id="repeats-zero"),
             pytest.param(
                 {"repeats": 2, "shuffle": False}, r"repeats=2 needs shuffle=True", id="repeats-no-shuffle"
             ),
             pytest.param(
-                {"holdout_fraction": -0.1}, r"holdout_fraction must be in \[0, 0.5\)", id="holdout-negative"
+                {"holdout_fraction": -0.1}, r"holdout_fraction must be at least 0", id="holdout-negative"
             ),
             pytest.param(
-                {"holdout_fraction": 0.5}, r"holdout_fraction must be in \[0, 0.5\)", id="holdout-half"
+                {"holdout_fraction": 0.5}, r"holdout_fraction must be less than 0.5", id="holdout-half"
             ),
             pytest.param(
-                {"holdout_fraction": float("nan")}, r"holdout_fraction must be in", id="holdout-nan"
+                {"holdout_fraction": float("nan")}, r"holdout_fraction must be a finite number", id="holdout-nan"
             ),
-            pytest.param({"holdout_fraction": "0.1"}, r"holdout_fraction must be a number", id="holdout-str"),
-            pytest.param({"shuffle": "yes"}, r"shuffle must be True or False", id="shuffle-str"),
+            pytest.param({"holdout_fraction": "0.1"}, r"holdout_fraction must be a finite number", id="holdout-str"),
+            pytest.param({"shuffle": "yes"}, r"shuffle must be true or false", id="shuffle-str"),
             pytest.param(
-                {"stratify_by_task": 1}, r"stratify_by_task must be True or False", id="stratify-int"
+                {"stratify_by_task": 1}, r"stratify_by_task must be true or false", id="stratify-int"
             ),
             pytest.param(
                 {"k": 512, "repeats": 3},

@@ -8,6 +8,8 @@ from airflow.sdk import DAG, Asset
 
 from kfold_cv import kfold_cross_validation
 
+DATA = {"dataset_root": "datasets/x"}
+
 
 def _dag(dag_id: str) -> DAG:
     return DAG(dag_id=dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"))
@@ -31,22 +33,24 @@ def test_embeds_in_an_existing_dag_between_other_tasks() -> None:
 
 def test_two_groups_in_one_dag_read_their_own_validate_task() -> None:
     with _dag("two") as dag:
-        kfold_cross_validation("cv_a", settings={"k": 2})
-        kfold_cross_validation("cv_b", settings={"k": 3})
+        kfold_cross_validation("cv_a", settings={**DATA, "k": 2})
+        kfold_cross_validation("cv_b", settings={**DATA, "k": 3})
     assert "cv_a.validate" in dag.get_task("cv_a.train_fold").partial_kwargs["backend"]
     assert "cv_b.validate" in dag.get_task("cv_b.train_fold").partial_kwargs["backend"]
 
 
 def test_bad_constants_fail_when_the_dag_is_parsed() -> None:
     with _dag("bad"), pytest.raises(ValueError, match="k must be at least 2"):
-        kfold_cross_validation(settings={"k": 1})
+        kfold_cross_validation(settings={**DATA, "k": 1})
     with _dag("bad2"), pytest.raises(ValueError, match="unknown setting"):
-        kfold_cross_validation(settings={"folds": 3})
+        kfold_cross_validation(settings={**DATA, "folds": 3})
+    with _dag("bad3"), pytest.raises(ValueError, match="set dataset_root"):
+        kfold_cross_validation(settings={"k": 3})
 
 
 def test_caps_parallel_folds_per_run_and_publishes_the_summary_asset() -> None:
     asset = Asset(name="summary", uri="lerobot-kfold://summaries/x")
     with _dag("capped") as dag:
-        kfold_cross_validation(max_parallel_folds=3, summary_asset=asset)
+        kfold_cross_validation(settings=DATA, max_parallel_folds=3, summary_asset=asset)
     assert dag.get_task("kfold_cv.train_fold").partial_kwargs["max_active_tis_per_dagrun"] == 3
     assert dag.get_task("kfold_cv.publish_summary").outlets == [asset]
