@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path[:0] = [str(REPO / "plugins"), str(REPO / "dags")]
     from lerobot_kfold import storage
+    from lerobot_kfold.results import CVSummary
     from lerobot_kfold.summary_table import format_summary
 
     dataset = storage.resolve(conf.get("dataset_root", "datasets/so101_demo"))
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     summary_file = _summary_file(run)
-    summary = json.loads(summary_file.read_text())
+    summary = CVSummary.from_dict(json.loads(summary_file.read_text()), source=summary_file)
     print(f"\nDAG run {run.run_id}: success\n")
     print(format_summary(summary))
     print(f"\nsummary, folds.csv and report: {summary_file.parent}")

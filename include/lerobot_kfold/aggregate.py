@@ -1,11 +1,11 @@
 """Aggregate k-fold results into one summary: per-metric mean, spread and confidence interval.
 
-Why a separate step: each fold trains on its own machine and returns a result dict (see the fold
-trainer). Only after all folds are in can we say how good the recipe is *and how sure we are*: a single
+Why a separate step: each fold trains on its own machine and returns a :class:`FoldResult` (see the
+fold trainer). Only after all folds are in can we say how good the recipe is *and how sure we are*: a single
 split hides the large variance between splits that robot-policy training shows (closed-loop success moves
-by tens of percent between seeds). The summary built here is small and JSON-safe because it travels
-through Airflow XCom; the bulky parts (learning curves, checkpoints, full error texts) stay in the fold
-results and in the files that :func:`write_outputs` writes.
+by tens of percent between seeds). The :class:`CVSummary` built here is small and its ``to_dict()`` is
+JSON-safe because it travels through Airflow XCom; the bulky parts (learning curves, checkpoints, full
+error texts) stay in the fold results and in the files that :func:`write_outputs` writes.
 
 Statistics. For each metric over the n folds that report it: mean, sample standard deviation (ddof=1),
 standard error ``std / sqrt(n)`` and a two-sided Student-t interval ``mean ± t_{(1+c)/2, n-1} * sem``.
@@ -19,15 +19,18 @@ with more repeats. We still compute it the same way, as is common practice, and 
 Failed folds are never averaged away silently: they are listed with their errors, and
 ``min_successful_folds`` (default: all folds) makes :func:`summarize` raise
 :class:`NotEnoughFoldsError` rather than report a mean over too few folds.
+
+:func:`summarize` is a list of steps: index the results by fold id (refusing duplicates), classify each
+fold into a summary row (failed or succeeded), check there are enough, then the per-metric statistics
+and the best fold.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,10 +38,23 @@ import numpy as np
 
 from lerobot_kfold.atomic_io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from lerobot_kfold.declared import check_declared, setting
+from lerobot_kfold.results import (
+    BestFold,
+    CVSummary,
+    FailedFold,
+    FoldResult,
+    FoldRow,
+    MetricStats,
+    Totals,
+    finite_float,
+    json_safe,
+)
 from lerobot_kfold.splits import MAX_MAP_LENGTH
 
 __all__ = [
     "AggregateConfig",
+    "CVSummary",
+    "FoldResult",
     "MissingMetricError",
     "NotEnoughFoldsError",
     "folds_table",
@@ -61,12 +77,12 @@ class NotEnoughFoldsError(ValueError):
     fail are often the hard splits). Carries the counts and the failed folds for the caller to log.
     """
 
-    def __init__(self, n_succeeded: int, n_required: int, n_folds: int, failed: list[dict[str, Any]]):
+    def __init__(self, n_succeeded: int, n_required: int, n_folds: int, failed: list[FailedFold]):
         self.n_succeeded = n_succeeded
         self.n_required = n_required
         self.n_folds = n_folds
         self.failed = failed
-        lines = [f"fold {f['fold_id']}: {f['error']}" for f in failed]
+        lines = [f"fold {f.fold_id}: {f.error}" for f in failed]
         super().__init__(
             f"only {n_succeeded} of {n_folds} folds succeeded, but {n_required} are required "
             f"(min_successful_folds). Failed folds:\n  "
@@ -122,34 +138,6 @@ class AggregateConfig:
         return self.min_successful_folds or n_folds
 
 
-def _as_finite_float(value: Any) -> float | None:
-    """A plain float for a finite real scalar; None for anything else (bools, strings, lists, NaN)."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        return None
-    f = float(value)
-    return f if math.isfinite(f) else None
-
-
-def _is_real_scalar(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
-def _plain(value: Any) -> Any:
-    """Make a value JSON-safe: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    return value
-
-
 def _short_error(error: Any) -> str:
     text = str(error)
     if len(text) > MAX_ERROR_CHARS:
@@ -157,75 +145,74 @@ def _short_error(error: Any) -> str:
     return text
 
 
-def _metric_stats(values: list[float], confidence: float) -> dict[str, Any]:
-    """Mean, sample std, sem and t-interval of ``values``; spread fields are None when n == 1."""
-    n = len(values)
-    arr = np.asarray(values, dtype=float)
-    mean = float(arr[0]) if (arr == arr[0]).all() else float(arr.mean())
-    out: dict[str, Any] = {
-        "n": n,
-        "mean": mean,
-        "std": None,
-        "sem": None,
-        "ci_low": None,
-        "ci_high": None,
-        "ci_half_width": None,
-        "min": float(arr.min()),
-        "max": float(arr.max()),
-    }
-    if n >= 2:
-        # Identical values: report exactly 0, not the rounding residue of the mean (e.g. 3e-17).
-        std = 0.0 if out["min"] == out["max"] else float(arr.std(ddof=1))
-        sem = std / math.sqrt(n)
-        from scipy import stats  # lazily: every fold process imports this module, few need scipy
-
-        half = float(stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)) * sem
-        out.update(std=std, sem=sem, ci_low=mean - half, ci_high=mean + half, ci_half_width=half)
-    return out
-
-
-def _fold_id(result: Mapping[str, Any], position: int) -> int:
-    fid = result.get("fold_id")
-    if isinstance(fid, bool) or not isinstance(fid, numbers.Integral):
-        raise ValueError(f"fold result #{position} has no integer 'fold_id' (got {fid!r})")
-    return int(fid)
-
-
 def summarize(
-    fold_results: Sequence[Mapping[str, Any]],
+    fold_results: Sequence[FoldResult],
     config: AggregateConfig | None = None,
     *,
     expected_folds: int | None = None,
     run_id: str | None = None,
-) -> dict[str, Any]:
+) -> CVSummary:
     """Summarize fold results: per-metric statistics, best fold, failed folds, per-fold rows.
 
     A fold counts as successful when its ``status`` is ``"ok"``; anything else is failed. With
     ``expected_folds`` the fold ids ``0 .. expected_folds-1`` are expected and any without a result
     counts as failed with error ``"no result"`` (a lost task must not shrink the average unnoticed).
 
-    Metrics are whatever finite real scalars the successful folds report under ``metrics``. A metric
-    missing (or NaN/inf) in some successful folds is aggregated over the folds that have it; its ``n``
-    and ``missing_fold_ids`` show this and a line is added to ``warnings``. Non-numeric entries and
-    booleans are ignored. See the module docstring for why the t-interval is optimistic with repeated
-    k-fold.
+    Metrics are whatever the successful folds report under ``metrics``. A metric missing (or NaN/inf)
+    in some successful folds is aggregated over the folds that have it; its ``n`` and
+    ``missing_fold_ids`` show this and a line is added to ``warnings``. See the module docstring for
+    why the t-interval is optimistic with repeated k-fold.
 
-    Raises ``ValueError`` for malformed input (no results, missing or duplicate ``fold_id``),
-    :class:`NotEnoughFoldsError` when too few folds succeeded, and :class:`MissingMetricError` when no
-    successful fold reports the selection metric. The result passes ``json.dumps(allow_nan=False)``.
+    Raises ``ValueError`` for malformed input (no results, duplicate ``fold_id``, ids outside
+    ``expected_folds``), :class:`NotEnoughFoldsError` when too few folds succeeded, and
+    :class:`MissingMetricError` when no successful fold reports the selection metric.
     """
     config = config or AggregateConfig()
-    results = list(fold_results)
+    by_id, missing_ids = index_results(fold_results, expected_folds)
+    folds = classify_folds(by_id, missing_ids)
+    n_required = config.required_folds(len(folds.rows))
+    if len(folds.succeeded) < n_required:
+        raise NotEnoughFoldsError(len(folds.succeeded), n_required, len(folds.rows), folds.failed)
+    names = metric_names(folds, config.selection_metric)
+    metrics, warnings = metric_statistics(names, folds, float(config.confidence))
+    best = best_fold(folds, config)
+    totals = count_totals(folds, len(missing_ids))
+    if totals.n_repeats > 1:
+        warnings.append(
+            f"{totals.n_repeats} repeats: folds of different repeats share held-out episodes and are not "
+            "independent, so the t-intervals are optimistic (too narrow)"
+        )
+    return CVSummary(
+        run_id=run_id,
+        config=config,
+        totals=totals,
+        metrics=metrics,
+        best_fold=best,
+        failed_folds=folds.failed,
+        folds=folds.rows,
+        warnings=warnings,
+    )
+
+
+def index_results(
+    fold_results: Sequence[FoldResult], expected_folds: int | None
+) -> tuple[dict[int, FoldResult], list[int]]:
+    """The results by fold id, and the expected fold ids that have none. Refuses ambiguous input."""
     if expected_folds is not None and (
         isinstance(expected_folds, bool) or not isinstance(expected_folds, int) or expected_folds < 1
     ):
         raise ValueError(f"expected_folds must be a positive integer or None, got {expected_folds!r}")
+    results = list(fold_results)
     if not results and expected_folds is None:
         raise ValueError("no fold results to summarize; pass expected_folds to report them all as missing")
-
-    by_id: dict[int, Mapping[str, Any]] = {}
+    by_id: dict[int, FoldResult] = {}
     for position, result in enumerate(results):
-        fid = _fold_id(result, position)
+        if not isinstance(result, FoldResult):
+            raise TypeError(
+                f"fold result #{position} is a {type(result).__name__}, not a FoldResult; "
+                "read result.json dicts with FoldResult.from_dict first"
+            )
+        fid = result.fold_id
         if fid in by_id:
             raise ValueError(
                 f"two results for fold_id {fid}; pass one result per fold "
@@ -238,141 +225,168 @@ def summarize(
             )
         by_id[fid] = result
     missing_ids = [] if expected_folds is None else [i for i in range(expected_folds) if i not in by_id]
+    return by_id, missing_ids
 
-    warnings: list[str] = []
-    rows: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    succeeded: list[tuple[int, Mapping[str, Any]]] = []
+
+@dataclass(frozen=True)
+class ClassifiedFolds:
+    """Every fold as a summary row, split into the failed ones and the ids of the successful ones."""
+
+    rows: list[FoldRow]
+    failed: list[FailedFold]
+    succeeded: list[int]
+
+    def values(self, name: str) -> list[tuple[int, float | None]]:
+        """``(fold_id, value)`` of metric ``name`` in every successful fold (None where not finite)."""
+        by_id = {row.fold_id: row for row in self.rows}
+        return [(fid, by_id[fid].metrics.get(name)) for fid in self.succeeded]
+
+
+def classify_folds(by_id: Mapping[int, FoldResult], missing_ids: list[int]) -> ClassifiedFolds:
+    """One row per fold in fold-id order; a fold without a result is failed with ``"no result"``."""
+    rows: list[FoldRow] = []
+    failed: list[FailedFold] = []
+    succeeded: list[int] = []
     for fid in sorted(set(by_id) | set(missing_ids)):
         result = by_id.get(fid)
         if result is None:
             rows.append(
-                {
-                    "fold_id": fid,
-                    "repeat": None,
-                    "index": None,
-                    "status": "missing",
-                    "metrics": {},
-                    "steps": None,
-                    "wall_s": None,
-                    "best_step": None,
-                }
+                FoldRow(
+                    fold_id=fid,
+                    repeat=None,
+                    index=None,
+                    status="missing",
+                    metrics={},
+                    steps=None,
+                    wall_s=None,
+                    best_step=None,
+                )
             )
-            failed.append({"fold_id": fid, "repeat": None, "index": None, "error": NO_RESULT_ERROR})
+            failed.append(FailedFold(fold_id=fid, repeat=None, index=None, error=NO_RESULT_ERROR))
             continue
-        status = str(result.get("status", "missing status"))
-        raw_metrics = result.get("metrics") or {}
-        metrics: dict[str, float | None] = {}
-        for name, value in raw_metrics.items():
-            if _is_real_scalar(value):
-                metrics[str(name)] = _as_finite_float(value)
         rows.append(
-            {
-                "fold_id": fid,
-                "repeat": result.get("repeat"),
-                "index": result.get("index"),
-                "status": status,
-                "metrics": metrics,
-                "steps": result.get("steps"),
-                "wall_s": result.get("wall_s"),
-                "best_step": result.get("best_step"),
-            }
-        )
-        if status == "ok":
-            succeeded.append((fid, result))
-        else:
-            error = result.get("error") or f"status {status!r} without an error message"
-            failed.append(
-                {
-                    "fold_id": fid,
-                    "repeat": result.get("repeat"),
-                    "index": result.get("index"),
-                    "error": _short_error(error),
-                }
+            FoldRow(
+                fold_id=fid,
+                repeat=result.repeat,
+                index=result.index,
+                status=result.status,
+                metrics={name: finite_float(value) for name, value in result.metrics.items()},
+                steps=result.steps,
+                wall_s=json_safe(result.wall_s),
+                best_step=result.best_step,
             )
+        )
+        if result.ok:
+            succeeded.append(fid)
+        else:
+            error = result.error or f"status {result.status!r} without an error message"
+            failed.append(
+                FailedFold(fold_id=fid, repeat=result.repeat, index=result.index, error=_short_error(error))
+            )
+    return ClassifiedFolds(rows, failed, succeeded)
 
-    n_folds = len(rows)
-    n_required = config.required_folds(n_folds)
-    if len(succeeded) < n_required:
-        raise NotEnoughFoldsError(len(succeeded), n_required, n_folds, failed)
 
-    # Metric names in order of first appearance, with the selection metric first.
-    row_by_id = {row["fold_id"]: row for row in rows}
+def metric_names(folds: ClassifiedFolds, selection_metric: str) -> list[str]:
+    """Metric names of the successful folds in order of first appearance, the selection metric first."""
+    by_id = {row.fold_id: row for row in folds.rows}
     names: list[str] = []
-    for fid, _ in succeeded:
-        for name in row_by_id[fid]["metrics"]:
+    for fid in folds.succeeded:
+        for name in by_id[fid].metrics:
             if name not in names:
                 names.append(name)
-    if config.selection_metric not in names:
+    if selection_metric not in names:
         raise MissingMetricError(
-            f"selection metric {config.selection_metric!r} is not reported by any successful fold; "
+            f"selection metric {selection_metric!r} is not reported by any successful fold; "
             f"available metrics: {', '.join(sorted(names)) or '(none)'}. "
             "Set selection_metric to one of these."
         )
-    names.remove(config.selection_metric)
-    names.insert(0, config.selection_metric)
+    names.remove(selection_metric)
+    return [selection_metric, *names]
 
-    metric_summary: dict[str, dict[str, Any]] = {}
+
+def metric_statistics(
+    names: list[str], folds: ClassifiedFolds, confidence: float
+) -> tuple[dict[str, MetricStats], list[str]]:
+    """Statistics of each metric over the successful folds that have a finite value, and warnings."""
+    stats: dict[str, MetricStats] = {}
+    warnings: list[str] = []
     for name in names:
-        have = [(fid, row_by_id[fid]["metrics"].get(name)) for fid, _ in succeeded]
+        have = folds.values(name)
         values = [v for _, v in have if v is not None]
         lacking = [fid for fid, v in have if v is None]
         if not values:
             warnings.append(f"metric {name!r} is NaN or infinite in every successful fold; not aggregated")
             continue
-        entry = _metric_stats(values, float(config.confidence))
-        entry["missing_fold_ids"] = lacking
         if lacking:
             warnings.append(
-                f"metric {name!r} aggregated over {len(values)} of {len(succeeded)} successful folds "
+                f"metric {name!r} aggregated over {len(values)} of {len(folds.succeeded)} successful folds "
                 f"(missing, NaN or infinite in folds {', '.join(map(str, lacking))})"
             )
-        metric_summary[name] = entry
+        stats[name] = metric_stats(values, confidence, lacking)
+    return stats, warnings
 
-    sel = [(fid, row_by_id[fid]["metrics"].get(config.selection_metric)) for fid, _ in succeeded]
-    sel = [(fid, v) for fid, v in sel if v is not None]
-    if not sel:
+
+def metric_stats(values: list[float], confidence: float, missing_fold_ids: list[int]) -> MetricStats:
+    """Mean, sample std, sem and t-interval of ``values``; spread fields are None when n == 1."""
+    n = len(values)
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr[0]) if (arr == arr[0]).all() else float(arr.mean())
+    low, high = float(arr.min()), float(arr.max())
+    std = sem = half = None
+    if n >= 2:
+        # Identical values: report exactly 0, not the rounding residue of the mean (e.g. 3e-17).
+        std = 0.0 if low == high else float(arr.std(ddof=1))
+        sem = std / math.sqrt(n)
+        from scipy import stats  # lazily: every fold process imports this module, few need scipy
+
+        half = float(stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)) * sem
+    return MetricStats(
+        n=n,
+        mean=mean,
+        std=std,
+        sem=sem,
+        ci_low=None if half is None else mean - half,
+        ci_high=None if half is None else mean + half,
+        ci_half_width=half,
+        min=low,
+        max=high,
+        missing_fold_ids=missing_fold_ids,
+    )
+
+
+def best_fold(folds: ClassifiedFolds, config: AggregateConfig) -> BestFold:
+    """The successful fold with the best finite selection-metric value; ties go to the lowest fold_id."""
+    candidates = [(fid, v) for fid, v in folds.values(config.selection_metric) if v is not None]
+    if not candidates:
         raise MissingMetricError(
             f"selection metric {config.selection_metric!r} is NaN or infinite in every successful fold; "
             "no best fold can be chosen"
         )
     pick = min if config.selection_mode == "min" else max
-    best_id, best_value = pick(sel, key=lambda item: item[1])  # ties: the lowest fold_id wins
-    best_row = row_by_id[best_id]
+    best_id, best_value = pick(candidates, key=lambda item: item[1])
+    row = next(r for r in folds.rows if r.fold_id == best_id)
+    return BestFold(
+        fold_id=best_id,
+        repeat=row.repeat,
+        index=row.index,
+        metric=config.selection_metric,
+        mode=config.selection_mode,
+        value=best_value,
+    )
 
-    repeats = {row["repeat"] for row in rows if row["repeat"] is not None}
-    if len(repeats) > 1:
-        warnings.append(
-            f"{len(repeats)} repeats: folds of different repeats share held-out episodes and are not "
-            "independent, so the t-intervals are optimistic (too narrow)"
-        )
-    wall = [_as_finite_float(row["wall_s"]) for row in rows]
 
-    summary = {
-        "run_id": run_id,
-        "config": {**asdict(config), "selection_mode": config.selection_mode},
-        "totals": {
-            "n_folds": n_folds,
-            "n_succeeded": len(succeeded),
-            "n_failed": len(failed),
-            "n_missing": len(missing_ids),
-            "n_repeats": max(len(repeats), 1),
-            "total_wall_s": float(sum(w for w in wall if w is not None)),
-        },
-        "metrics": metric_summary,
-        "best_fold": {
-            "fold_id": best_id,
-            "repeat": best_row["repeat"],
-            "index": best_row["index"],
-            "metric": config.selection_metric,
-            "mode": config.selection_mode,
-            "value": best_value,
-        },
-        "failed_folds": failed,
-        "folds": rows,
-        "warnings": warnings,
-    }
-    return _plain(summary)
+def count_totals(folds: ClassifiedFolds, n_missing: int) -> Totals:
+    """Fold counts, distinct repeats and the wall time summed over folds that report it."""
+    repeats = {row.repeat for row in folds.rows if row.repeat is not None}
+    wall = [finite_float(row.wall_s) for row in folds.rows]
+    return Totals(
+        n_folds=len(folds.rows),
+        n_succeeded=len(folds.succeeded),
+        n_failed=len(folds.failed),
+        n_missing=n_missing,
+        n_repeats=max(len(repeats), 1),
+        total_wall_s=float(sum(w for w in wall if w is not None)),
+    )
 
 
 # Columns of folds.csv before the metric columns.
@@ -391,9 +405,11 @@ _BASE_COLUMNS = [
     "n_train_episodes",
     "n_val_episodes",
 ]
+# The base columns read from a fold's full result (None for a fold without one).
+_RESULT_COLUMNS = _BASE_COLUMNS[_BASE_COLUMNS.index("steps") :]
 
 
-def folds_table(summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, Any]]) -> Any:
+def folds_table(summary: CVSummary, fold_results: Sequence[FoldResult]) -> Any:
     """One row per fold of the summary (missing folds included) as a pandas DataFrame.
 
     Built from the full fold results so that error texts are complete. Metric columns carry the
@@ -401,26 +417,15 @@ def folds_table(summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, 
     """
     import pandas as pd
 
-    by_id = {int(r["fold_id"]): r for r in fold_results if "fold_id" in r}
+    by_id = {r.fold_id: r for r in fold_results}
     records = []
-    for row in summary["folds"]:
-        r = by_id.get(row["fold_id"], {})
-        rec: dict[str, Any] = {
-            "fold_id": row["fold_id"],
-            "repeat": row["repeat"],
-            "index": row["index"],
-            "status": row["status"],
-            "error": r.get("error") if r else NO_RESULT_ERROR,
-            "steps": r.get("steps"),
-            "wall_s": r.get("wall_s"),
-            "steps_per_s": r.get("steps_per_s"),
-            "device": r.get("device"),
-            "final_train_loss": r.get("final_train_loss"),
-            "best_step": r.get("best_step"),
-            "n_train_episodes": len(r["train_episodes"]) if r.get("train_episodes") is not None else None,
-            "n_val_episodes": len(r["val_episodes"]) if r.get("val_episodes") is not None else None,
-        }
-        for name, value in row["metrics"].items():
+    for row in summary.folds:
+        r = by_id.get(row.fold_id)
+        rec: dict[str, Any] = {"fold_id": row.fold_id, "repeat": row.repeat, "index": row.index}
+        rec["status"] = row.status
+        rec["error"] = NO_RESULT_ERROR if r is None else r.error
+        rec.update(_result_columns(r))
+        for name, value in row.metrics.items():
             rec[f"metric_{name}" if name in _BASE_COLUMNS else name] = value
         records.append(rec)
     metric_cols = [c for rec in records for c in rec if c not in _BASE_COLUMNS]
@@ -433,8 +438,24 @@ def folds_table(summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, 
     return df
 
 
+def _result_columns(result: FoldResult | None) -> dict[str, Any]:
+    """The folds.csv columns taken from the full fold result (empty for a fold without one)."""
+    if result is None:
+        return dict.fromkeys(_RESULT_COLUMNS)
+    return {
+        "steps": result.steps,
+        "wall_s": result.wall_s,
+        "steps_per_s": result.steps_per_s,
+        "device": result.device,
+        "final_train_loss": result.final_train_loss,
+        "best_step": result.best_step,
+        "n_train_episodes": None if result.train_episodes is None else len(result.train_episodes),
+        "n_val_episodes": None if result.val_episodes is None else len(result.val_episodes),
+    }
+
+
 def write_outputs(
-    summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, Any]], out_dir: str | Path
+    summary: CVSummary, fold_results: Sequence[FoldResult], out_dir: str | Path
 ) -> dict[str, str]:
     """Write ``folds.csv``, ``report.png``, ``report.html`` and ``summary.json`` into ``out_dir``.
 
@@ -456,5 +477,5 @@ def write_outputs(
     png = report.figure_png_bytes(summary, fold_results)
     write_bytes_atomic(paths["report_png"], png)
     write_text_atomic(paths["report_html"], report.render_html(summary, png))
-    write_json_atomic(paths["summary_json"], summary)
+    write_json_atomic(paths["summary_json"], summary.to_dict())
     return {key: str(path) for key, path in paths.items()}

@@ -16,18 +16,17 @@ swapped atomically, so a crash mid-save leaves the previous checkpoint intact an
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
-from lerobot_kfold.atomic_io import atomic_path, write_json_atomic
+from lerobot_kfold.atomic_io import atomic_path
+from lerobot_kfold.fold_state import FOLD_STATE_FILE, FoldState
 
 CHECKPOINTS = "checkpoints"
 LAST = "last"
 BEST = "best"
-FOLD_STATE = "fold_state.json"
+FOLD_STATE = FOLD_STATE_FILE
 PRETRAINED_MODEL = "pretrained_model"
 
 
@@ -44,7 +43,7 @@ def save_checkpoint(
     scheduler,
     preprocessor,
     postprocessor,
-    fold_state: dict[str, Any],
+    fold_state: FoldState,
     batch_size: int,
     keep_last: int = 1,
 ) -> Path:
@@ -66,7 +65,7 @@ def save_checkpoint(
             num_processes=1,
             batch_size=batch_size,
         )
-        write_json_atomic(staging / FOLD_STATE, fold_state)
+        fold_state.save(staging)
     _point_last_at(root, target.name)
     _prune(root, keep_last)
     return target
@@ -101,8 +100,8 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     return target
 
 
-def read_fold_state(checkpoint_dir: Path) -> dict[str, Any]:
-    return json.loads((checkpoint_dir / FOLD_STATE).read_text())
+def read_fold_state(checkpoint_dir: Path) -> FoldState:
+    return FoldState.load(checkpoint_dir)
 
 
 def save_pretrained(target: Path, policy, preprocessor, postprocessor) -> Path:

@@ -139,12 +139,13 @@ def cmd_train_fold(args: argparse.Namespace) -> int:
         torch_threads=args.torch_threads,
     )
     result = train_fold(config, progress=_progress)
-    _print_json(result)
-    return 0 if result["status"] == "ok" else EXIT_FOLDS_FAILED
+    _print_json(result.to_dict())
+    return 0 if result.ok else EXIT_FOLDS_FAILED
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from lerobot_kfold.aggregate import summarize, write_outputs
+    from lerobot_kfold.results import FoldResult
 
     aggregation = _group(args, "aggregation")
     paths: list[Path] = []
@@ -158,10 +159,10 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
             raise ValueError(f"{path} is neither a result.json file nor a folder containing some.")
     if not paths:
         raise ValueError(f"no result.json files found under {args.results}.")
-    results = [json.loads(p.read_text()) for p in paths]
+    results = [FoldResult.from_json_file(p) for p in paths]
     summary = summarize(results, aggregation, expected_folds=args.expected_folds, run_id=args.run_id)
-    summary["outputs"] = write_outputs(summary, results, args.output_dir)
-    _print_json(summary)
+    outputs = write_outputs(summary, results, args.output_dir)
+    _print_json({**summary.to_dict(), "outputs": outputs})
     return 0
 
 
@@ -204,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     summary = run_kfold(config, progress=_progress)
     if args.json:
-        _print_json(summary)
+        _print_json(summary.to_dict())
     else:
         print(format_summary(summary))
     return 0

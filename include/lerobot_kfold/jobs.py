@@ -13,6 +13,7 @@ and give results of the same shape. Paths in the arguments are storage paths (se
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 from lerobot_kfold import dataset_info, storage
 from lerobot_kfold.aggregate import AggregateConfig, summarize, write_outputs
 from lerobot_kfold.atomic_io import write_json_atomic
+from lerobot_kfold.results import FoldResult
 from lerobot_kfold.splits import FoldPlan, write_plan
 from lerobot_kfold.training_config import FoldTrainingConfig
 
@@ -139,34 +141,34 @@ def train_fold(config: dict[str, Any], on_checkpoint: Callable[[int], None] | No
     try:
         result = train(fold, progress=progress, on_checkpoint=on_checkpoint)
     except Exception as exc:
-        write_json_atomic(
-            error_file,
-            {
-                "fold_id": fold.fold_id,
-                "repeat": fold.repeat,
-                "index": fold.fold_index,
-                "status": "failed",
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(limit=20),
-            },
+        failure = FoldResult.failed(
+            fold.fold_id,
+            fold.repeat,
+            fold.fold_index,
+            f"{type(exc).__name__}: {exc}",
+            traceback.format_exc(limit=20),
         )
+        write_json_atomic(error_file, failure.to_dict())
         if on_checkpoint is not None:
             on_checkpoint(-1)
         raise
     error_file.unlink(missing_ok=True)
-    compact = {key: result[key] for key in _RESULT_KEYS if key in result}
+    full = result.to_dict()
+    compact = {key: full[key] for key in _RESULT_KEYS}
     compact["output_dir"] = config["output_dir"]
     return compact
 
 
-def read_fold_result(fold_dir: Path) -> dict[str, Any] | None:
-    """The fold's result.json, else its error.json, else None (the fold never got to write either)."""
-    import json
+def read_fold_result(fold_dir: Path, fold_id: int | None = None) -> FoldResult | None:
+    """The fold's result.json, else its error.json, else None (the fold never got to write either).
 
+    ``fold_id`` is assumed for a file that names none. A file that is not a fold result raises
+    ``ValueError`` naming it.
+    """
     for name in (RESULT_FILE, ERROR_FILE):
         path = fold_dir / name
         if path.is_file():
-            return json.loads(path.read_text())
+            return FoldResult.from_json_file(path, fold_id=fold_id)
     return None
 
 
@@ -198,27 +200,25 @@ def aggregate(
         received = {int(r["fold_id"]) for r in fold_results if r and r.get("status") == "ok"}
     results = []
     for fold in fold_plan.folds:
-        result = read_fold_result(storage.resolve(fold_folder(run_folder, fold.fold_id)))
-        if received is not None and fold.fold_id not in received and (result or {}).get("status") == "ok":
-            result = {
-                "fold_id": fold.fold_id,
-                "repeat": fold.repeat,
-                "index": fold.index,
-                "status": "failed",
-                "error": "the fold's task did not succeed in the orchestrator (failed, or stopped by a user)",
-            }
+        result = read_fold_result(storage.resolve(fold_folder(run_folder, fold.fold_id)), fold.fold_id)
+        if received is not None and fold.fold_id not in received and result is not None and result.ok:
+            result = FoldResult.failed(
+                fold.fold_id,
+                fold.repeat,
+                fold.index,
+                "the fold's task did not succeed in the orchestrator (failed, or stopped by a user)",
+            )
         if result is not None:
-            result.setdefault("fold_id", fold.fold_id)
             results.append(result)
     summary = summarize(results, config, expected_folds=fold_plan.num_folds, run_id=run_id)
-    summary["plan_hash"] = fold_plan.content_hash()
-    summary["dataset"] = {"repo_id": fold_plan.dataset.repo_id, "fingerprint": fold_plan.dataset.fingerprint}
+    summary = dataclasses.replace(
+        summary,
+        plan_hash=fold_plan.content_hash(),
+        dataset={"repo_id": fold_plan.dataset.repo_id, "fingerprint": fold_plan.dataset.fingerprint},
+    )
     paths = write_outputs(summary, results, run_dir)
     progress(
-        f"aggregated {summary['totals']['n_succeeded']}/{summary['totals']['n_folds']} folds -> "
-        f"{paths['summary_json']}"
+        f"aggregated {summary.totals.n_succeeded}/{summary.totals.n_folds} folds -> {paths['summary_json']}"
     )
-    compact = {key: value for key, value in summary.items() if key != "folds"}
-    compact["run_folder"] = run_folder
-    compact["outputs"] = paths
-    return compact
+    summary = dataclasses.replace(summary, run_folder=run_folder, outputs=paths)
+    return summary.to_dict(include_folds=False)

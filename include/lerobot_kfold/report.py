@@ -17,7 +17,7 @@ import html
 import io
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
 from lerobot_kfold.atomic_io import write_bytes_atomic, write_text_atomic
+from lerobot_kfold.results import BestFold, CVSummary, FailedFold, FoldResult
 
 __all__ = [
     "figure_png_bytes",
@@ -45,12 +46,12 @@ CURVE_METRIC = "val_l1"
 MAX_LEGEND_FOLDS = 10
 
 
-def headline_metrics(summary: Mapping[str, Any]) -> list[str]:
+def headline_metrics(summary: CVSummary) -> list[str]:
     """The selection metric, plus the simulator success rate when it was aggregated."""
-    names = [summary["config"]["selection_metric"]]
-    if SUCCESS_METRIC in summary["metrics"] and SUCCESS_METRIC not in names:
+    names = [summary.config.selection_metric]
+    if SUCCESS_METRIC in summary.metrics and SUCCESS_METRIC not in names:
         names.append(SUCCESS_METRIC)
-    return [n for n in names if n in summary["metrics"]]
+    return [n for n in names if n in summary.metrics]
 
 
 def _finite(value: Any) -> float | None:
@@ -60,32 +61,32 @@ def _finite(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _confidence_label(summary: Mapping[str, Any]) -> str:
-    return f"{float(summary['config']['confidence']) * 100:g}%"
+def _confidence_label(summary: CVSummary) -> str:
+    return f"{float(summary.config.confidence) * 100:g}%"
 
 
-def _plot_metric(ax: Any, summary: Mapping[str, Any], name: str) -> None:
+def _plot_metric(ax: Any, summary: CVSummary, name: str) -> None:
     """Per-fold values of one metric with the mean line and its confidence band."""
-    stats = summary["metrics"][name]
-    rows = summary["folds"]
-    best = summary["best_fold"]
-    xs = [row["fold_id"] for row in rows]
-    ok = [(row["fold_id"], _finite(row["metrics"].get(name))) for row in rows if row["status"] == "ok"]
+    stats = summary.metrics[name]
+    rows = summary.folds
+    best = summary.best_fold
+    xs = [row.fold_id for row in rows]
+    ok = [(row.fold_id, _finite(row.metrics.get(name))) for row in rows if row.ok]
     ok = [(x, y) for x, y in ok if y is not None]
-    if stats["ci_low"] is not None:
+    if stats.ci_low is not None:
         ax.axhspan(
-            stats["ci_low"],
-            stats["ci_high"],
+            stats.ci_low,
+            stats.ci_high,
             color="tab:blue",
             alpha=0.15,
             label=f"{_confidence_label(summary)} t-interval",
         )
-    ax.axhline(stats["mean"], color="tab:blue", lw=1.5, label=f"mean {stats['mean']:.4g} (n={stats['n']})")
+    ax.axhline(stats.mean, color="tab:blue", lw=1.5, label=f"mean {stats.mean:.4g} (n={stats.n})")
     if ok:
         ax.plot([x for x, _ in ok], [y for _, y in ok], "o", color="black", ms=6, label="fold")
-    if name == best["metric"]:
-        ax.plot([best["fold_id"]], [best["value"]], "*", color="tab:orange", ms=15, label="best fold")
-    failed = [row["fold_id"] for row in rows if row["status"] != "ok"]
+    if name == best.metric:
+        ax.plot([best.fold_id], [best.value], "*", color="tab:orange", ms=15, label="best fold")
+    failed = [row.fold_id for row in rows if not row.ok]
     if failed:
         # Failed folds have no value: mark them on the x axis so the gap is visible.
         trans = blended_transform_factory(ax.transData, ax.transAxes)
@@ -103,13 +104,13 @@ def _plot_metric(ax: Any, summary: Mapping[str, Any], name: str) -> None:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
 
 
-def _plot_curves(ax: Any, fold_results: Sequence[Mapping[str, Any]]) -> None:
+def _plot_curves(ax: Any, fold_results: Sequence[FoldResult]) -> None:
     """Validation L1 against training step, one line per fold."""
     drawn = 0
-    results = sorted(fold_results, key=lambda r: r.get("fold_id", 0))
+    results = sorted(fold_results, key=lambda r: r.fold_id)
     for result in results:
         points = []
-        for point in result.get("learning_curve") or []:
+        for point in result.learning_curve:
             step, value = _finite(point.get("step")), _finite(point.get(CURVE_METRIC))
             if step is not None and value is not None:
                 points.append((step, value))
@@ -122,7 +123,7 @@ def _plot_curves(ax: Any, fold_results: Sequence[Mapping[str, Any]]) -> None:
             "-o",
             ms=3,
             lw=1.2,
-            label=f"fold {result.get('fold_id')}",
+            label=f"fold {result.fold_id}",
         )
         drawn += 1
     ax.set_title(f"{CURVE_METRIC} vs step")
@@ -137,7 +138,7 @@ def _plot_curves(ax: Any, fold_results: Sequence[Mapping[str, Any]]) -> None:
         ax.legend(fontsize=8, loc="best")
 
 
-def render_figure(summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, Any]]) -> Figure:
+def render_figure(summary: CVSummary, fold_results: Sequence[FoldResult]) -> Figure:
     """One row of panels: each headline metric per fold, then the learning curves."""
     names = headline_metrics(summary)
     ncols = len(names) + 1
@@ -147,17 +148,14 @@ def render_figure(summary: Mapping[str, Any], fold_results: Sequence[Mapping[str
     for ax, name in zip(axes, names, strict=False):
         _plot_metric(ax, summary, name)
     _plot_curves(axes[-1], fold_results)
-    totals = summary["totals"]
-    title = f"{totals['n_succeeded']} of {totals['n_folds']} folds succeeded"
-    if summary.get("run_id"):
-        title = f"{summary['run_id']}: {title}"
+    title = f"{summary.totals.n_succeeded} of {summary.totals.n_folds} folds succeeded"
+    if summary.run_id:
+        title = f"{summary.run_id}: {title}"
     fig.suptitle(title)
     return fig
 
 
-def figure_png_bytes(
-    summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, Any]], *, dpi: int = 100
-) -> bytes:
+def figure_png_bytes(summary: CVSummary, fold_results: Sequence[FoldResult], *, dpi: int = 100) -> bytes:
     """The report figure as PNG bytes (for a file and for the HTML data URI alike)."""
     fig = render_figure(summary, fold_results)
     buf = io.BytesIO()
@@ -165,9 +163,7 @@ def figure_png_bytes(
     return buf.getvalue()
 
 
-def write_png(
-    summary: Mapping[str, Any], fold_results: Sequence[Mapping[str, Any]], path: str | Path
-) -> Path:
+def write_png(summary: CVSummary, fold_results: Sequence[FoldResult], path: str | Path) -> Path:
     """Write the report figure to ``path`` atomically."""
     return write_bytes_atomic(path, figure_png_bytes(summary, fold_results))
 
@@ -207,14 +203,12 @@ def _table(header: list[str], rows: list[tuple[str, list[str]]], left: int = 1) 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def render_html(summary: Mapping[str, Any], png: bytes | None = None) -> str:
+def render_html(summary: CVSummary, png: bytes | None = None) -> str:
     """A self-contained HTML page of the summary, with ``png`` embedded when given."""
     esc = html.escape
-    cfg = summary["config"]
-    totals = summary["totals"]
-    best = summary["best_fold"]
-    conf = esc(_confidence_label(summary))
-    run_id = summary.get("run_id")
+    cfg = summary.config
+    totals = summary.totals
+    run_id = summary.run_id
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -222,82 +216,21 @@ def render_html(summary: Mapping[str, Any], png: bytes | None = None) -> str:
         f"<style>{_CSS}</style></head><body>",
         "<h1>K-fold cross-validation report</h1>",
         f"<p>Run: <code>{esc(str(run_id)) if run_id else '–'}</code><br>",
-        f"{totals['n_succeeded']} of {totals['n_folds']} folds succeeded ({totals['n_failed']} failed, "
-        f"{totals['n_missing']} without a result); {totals['n_repeats']} repeat(s); "
-        f"total wall time {_fmt(totals['total_wall_s'])} s</p>",
-        f"<h2>Summary (mean ± half-width of the {conf} t-interval)</h2>",
+        f"{totals.n_succeeded} of {totals.n_folds} folds succeeded ({totals.n_failed} failed, "
+        f"{totals.n_missing} without a result); {totals.n_repeats} repeat(s); "
+        f"total wall time {_fmt(totals.total_wall_s)} s</p>",
+        f"<h2>Summary (mean ± half-width of the {esc(_confidence_label(summary))} t-interval)</h2>",
+        _metrics_table(summary),
+        _best_fold_line(summary.best_fold),
     ]
-    metric_rows = []
-    for name, s in summary["metrics"].items():
-        mean = _fmt(s["mean"])
-        if s["ci_half_width"] is not None:
-            mean_pm = f"{mean} ± {_fmt(s['ci_half_width'])}"
-            interval = f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]"
-        else:
-            mean_pm, interval = mean, "– (n = 1)"
-        metric_rows.append(
-            (
-                "",
-                [
-                    esc(name),
-                    mean_pm,
-                    interval,
-                    _fmt(s["std"]),
-                    _fmt(s["sem"]),
-                    _fmt(s["min"]),
-                    _fmt(s["max"]),
-                    _fmt(s["n"]),
-                ],
-            )
-        )
-    parts.append(
-        _table(
-            ["metric", "mean ± half-width", f"{conf} interval", "std", "sem", "min", "max", "n"], metric_rows
-        )
-    )
-    parts.append(
-        f"<p>Best fold by <code>{esc(str(best['metric']))}</code> ({esc(str(best['mode']))}): "
-        f"<b>fold {_fmt(best['fold_id'])}</b> (repeat {_fmt(best['repeat'])}, index {_fmt(best['index'])}) "
-        f"with {_fmt(best['value'])}.</p>"
-    )
-    if summary.get("warnings"):
-        items = "".join(f"<li>{esc(str(w))}</li>" for w in summary["warnings"])
+    if summary.warnings:
+        items = "".join(f"<li>{esc(str(w))}</li>" for w in summary.warnings)
         parts.append(f'<h2>Warnings</h2><ul class="warn">{items}</ul>')
-    if summary["failed_folds"]:
-        failed_rows = [
-            (
-                "failed",
-                [
-                    _fmt(f["fold_id"]),
-                    _fmt(f["repeat"]),
-                    _fmt(f["index"]),
-                    f"<pre>{esc(str(f['error']))}</pre>",
-                ],
-            )
-            for f in summary["failed_folds"]
-        ]
+    if summary.failed_folds:
         parts.append("<h2>Failed folds</h2>")
-        parts.append(_table(["fold", "repeat", "index", "error"], failed_rows, left=4))
-    metric_names = list(summary["metrics"])
-    fold_rows = []
-    for row in summary["folds"]:
-        cls = "best" if row["fold_id"] == best["fold_id"] else ("" if row["status"] == "ok" else "failed")
-        cells = [_fmt(row["fold_id"]), _fmt(row["repeat"]), _fmt(row["index"]), _fmt(row["status"])]
-        cells += [_fmt(row["metrics"].get(n)) for n in metric_names]
-        cells += [_fmt(row["steps"]), _fmt(row["wall_s"]), _fmt(row["best_step"])]
-        fold_rows.append((cls, cells))
+        parts.append(_failed_table(summary.failed_folds))
     parts.append("<h2>Folds</h2>")
-    header = [
-        "fold",
-        "repeat",
-        "index",
-        "status",
-        *(esc(n) for n in metric_names),
-        "steps",
-        "wall s",
-        "best step",
-    ]
-    parts.append(_table(header, fold_rows))
+    parts.append(_folds_table(summary))
     if png is not None:
         data = base64.b64encode(png).decode("ascii")
         parts.append(
@@ -305,13 +238,63 @@ def render_html(summary: Mapping[str, Any], png: bytes | None = None) -> str:
             f'<img src="data:image/png;base64,{data}" alt="per-fold metrics and learning curves">'
         )
     parts.append(
-        f"<p><small>Selection: {esc(str(cfg['selection_metric']))} ({esc(str(cfg['selection_mode']))}); "
+        f"<p><small>Selection: {esc(str(cfg.selection_metric))} ({esc(str(cfg.selection_mode))}); "
         "fold values are not independent (shared episodes, repeats), so intervals are optimistic.</small></p>"
     )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def write_html(summary: Mapping[str, Any], path: str | Path, png: bytes | None = None) -> Path:
+def _metrics_table(summary: CVSummary) -> str:
+    """Each metric's mean ± half-width, interval, std, sem, min, max and n."""
+    rows = []
+    for name, s in summary.metrics.items():
+        mean = _fmt(s.mean)
+        if s.ci_half_width is not None:
+            mean_pm = f"{mean} ± {_fmt(s.ci_half_width)}"
+            interval = f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]"
+        else:
+            mean_pm, interval = mean, "– (n = 1)"
+        cells = [html.escape(name), mean_pm, interval, _fmt(s.std), _fmt(s.sem), _fmt(s.min), _fmt(s.max)]
+        rows.append(("", [*cells, _fmt(s.n)]))
+    conf = html.escape(_confidence_label(summary))
+    return _table(["metric", "mean ± half-width", f"{conf} interval", "std", "sem", "min", "max", "n"], rows)
+
+
+def _best_fold_line(best: BestFold) -> str:
+    esc = html.escape
+    return (
+        f"<p>Best fold by <code>{esc(str(best.metric))}</code> ({esc(str(best.mode))}): "
+        f"<b>fold {_fmt(best.fold_id)}</b> (repeat {_fmt(best.repeat)}, index {_fmt(best.index)}) "
+        f"with {_fmt(best.value)}.</p>"
+    )
+
+
+def _failed_table(failed_folds: Sequence[FailedFold]) -> str:
+    rows = [
+        (
+            "failed",
+            [_fmt(f.fold_id), _fmt(f.repeat), _fmt(f.index), f"<pre>{html.escape(str(f.error))}</pre>"],
+        )
+        for f in failed_folds
+    ]
+    return _table(["fold", "repeat", "index", "error"], rows, left=4)
+
+
+def _folds_table(summary: CVSummary) -> str:
+    """One row per fold: the best fold highlighted, failed ones marked."""
+    metric_names = list(summary.metrics)
+    rows = []
+    for row in summary.folds:
+        cls = "best" if row.fold_id == summary.best_fold.fold_id else ("" if row.ok else "failed")
+        cells = [_fmt(row.fold_id), _fmt(row.repeat), _fmt(row.index), _fmt(row.status)]
+        cells += [_fmt(row.metrics.get(n)) for n in metric_names]
+        cells += [_fmt(row.steps), _fmt(row.wall_s), _fmt(row.best_step)]
+        rows.append((cls, cells))
+    names = [html.escape(n) for n in metric_names]
+    return _table(["fold", "repeat", "index", "status", *names, "steps", "wall s", "best step"], rows)
+
+
+def write_html(summary: CVSummary, path: str | Path, png: bytes | None = None) -> Path:
     """Write the HTML report to ``path`` atomically."""
     return write_text_atomic(path, render_html(summary, png))

@@ -14,6 +14,7 @@ Run folder layout::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 
 from lerobot_kfold import dataset_info
 from lerobot_kfold.aggregate import summarize, write_outputs
+from lerobot_kfold.results import CVSummary, FoldResult
 from lerobot_kfold.run_settings import RunSettings
 from lerobot_kfold.splits import FoldPlan, plan_folds, write_plan
 from lerobot_kfold.training_config import FoldTrainingConfig
@@ -78,27 +80,27 @@ def plan_run(config: KFoldRunConfig) -> FoldPlan:
     return plan_folds(dataset_info.episode_infos(root), config.settings.split, identity)
 
 
-def train_fold_safely(fold_config: dict[str, Any], annotations: dict[str, Any]) -> dict[str, Any]:
+def train_fold_safely(fold_config: dict[str, Any], annotations: dict[str, Any]) -> FoldResult:
     """Train one fold and never raise: an exception becomes a failed fold result with its error.
 
-    A top-level function so it can run in a worker process.
+    A top-level function so it can run in a worker process. ``annotations`` (repeat, index) are set on
+    the result whether the fold succeeded or not.
     """
     from lerobot_kfold.training import train_fold
 
     quiet_third_party_logs()
     try:
         config = FoldTrainingConfig.from_dict(fold_config)
-        result = train_fold(config, progress=_print_progress)
+        return dataclasses.replace(train_fold(config, progress=_print_progress), **annotations)
     except Exception as exc:
         log.debug("fold %s failed", fold_config.get("fold_id"), exc_info=True)
-        result = {
-            "fold_id": fold_config.get("fold_id"),
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=20),
-        }
-    result.update(annotations)
-    return result
+        return FoldResult.failed(
+            fold_config["fold_id"],
+            annotations.get("repeat"),
+            annotations.get("index"),
+            f"{type(exc).__name__}: {exc}",
+            traceback.format_exc(limit=20),
+        )
 
 
 def _print_progress(message: str) -> None:
@@ -121,7 +123,7 @@ def quiet_third_party_logs() -> None:
     logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
 
 
-def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> dict[str, Any]:
+def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> CVSummary:
     """Plan, train every fold and aggregate. Returns the summary, with the output file paths."""
     say = progress or _print_progress
     started = time.perf_counter()
@@ -152,22 +154,18 @@ def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> dict[
         )
         for fold in plan.folds
     ]
-    results: list[dict[str, Any]] = []
+    results: list[FoldResult] = []
 
-    def collect(result: dict[str, Any]) -> None:
+    def collect(result: FoldResult) -> None:
         results.append(result)
-        if result["status"] == "ok":
-            metrics = result.get("metrics", {})
-            extra = ""
-            if "sim_success_rate" in metrics:
-                extra = f", success {metrics['sim_success_rate']:.0%}"
-            say(
-                f"fold {result['fold_id']} done ({len(results)}/{len(jobs)}): "
-                f"val L1 {metrics.get('val_l1', float('nan')):.5f}{extra}, {result.get('wall_s', 0):.0f}s"
-            )
-        else:
-            count = f"{len(results)}/{len(jobs)}"
-            say(f"fold {result['fold_id']} {result['status']} ({count}): {result.get('error')}")
+        count = f"{len(results)}/{len(jobs)}"
+        if not result.ok:
+            say(f"fold {result.fold_id} {result.status} ({count}): {result.error}")
+            return
+        metrics = result.metrics
+        extra = f", success {metrics['sim_success_rate']:.0%}" if "sim_success_rate" in metrics else ""
+        val_l1 = metrics.get("val_l1", float("nan"))
+        say(f"fold {result.fold_id} done ({count}): val L1 {val_l1:.5f}{extra}, {result.wall_s or 0:.0f}s")
 
     if config.parallel == 1:
         for fold_config, annotations in jobs:
@@ -179,12 +177,12 @@ def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> dict[
             for future in as_completed(futures):
                 collect(future.result())
 
-    results.sort(key=lambda r: r["fold_id"])
+    results.sort(key=lambda r: r.fold_id)
     summary = summarize(
         results, config.settings.aggregation, expected_folds=plan.num_folds, run_id=config.run_id
     )
-    summary["plan_hash"] = plan.content_hash()
-    summary["wall_s"] = round(time.perf_counter() - started, 2)
+    summary = dataclasses.replace(
+        summary, plan_hash=plan.content_hash(), wall_s=round(time.perf_counter() - started, 2)
+    )
     paths = write_outputs(summary, results, run_dir)
-    summary["outputs"] = paths
-    return summary
+    return dataclasses.replace(summary, outputs=paths)

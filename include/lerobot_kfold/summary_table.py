@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
+
+from lerobot_kfold.results import CVSummary, FoldRow, MetricStats
 
 # Columns of the per-fold table, in order, when the folds report them.
 FOLD_COLUMNS = (
@@ -25,58 +26,53 @@ def _fmt(value: Any, pattern: str) -> str:
         return str(value)
 
 
-def format_summary(summary: Mapping[str, Any]) -> str:
+def format_summary(summary: CVSummary) -> str:
     """The per-fold table, each metric's mean ± half-width [interval], failures and output paths."""
-    folds = summary.get("folds", [])
-    present = [c for c in FOLD_COLUMNS if any(c[0] in (f.get("metrics") or {}) for f in folds)]
+    lines = _fold_table(summary.folds)
+    lines.append("")
+    lines.append(f"mean ± {summary.config.confidence:.0%} t-interval half-width over successful folds:")
+    lines += [_metric_line(name, stats) for name, stats in summary.metrics.items()]
+    best = summary.best_fold
+    lines.append(f"best fold: {best.fold_id} ({best.metric} = {_fmt(best.value, '{:.5g}')})")
+    lines += [f"FAILED fold {failed.fold_id}: {failed.error}" for failed in summary.failed_folds]
+    lines += [f"warning: {warning}" for warning in summary.warnings]
+    if summary.outputs:
+        lines.append("")
+        report = summary.outputs.get("report_html")
+        if report:
+            lines.append(f"report: {report}")
+        lines.append("files: " + ", ".join(v for k, v in summary.outputs.items() if k != "report_html"))
+    if summary.wall_s is not None:
+        lines.append(f"wall time: {summary.wall_s:.0f}s")
+    return "\n".join(lines)
+
+
+def _fold_table(folds: list[FoldRow]) -> list[str]:
+    """One line per fold with the metric columns some fold reports, right-aligned under a header."""
+    present = [c for c in FOLD_COLUMNS if any(c[0] in f.metrics for f in folds)]
     header = ["fold", "status", *[c[1] for c in present], "steps", "wall s"]
-    rows = []
-    for fold in folds:
-        metrics = fold.get("metrics") or {}
-        rows.append(
-            [
-                str(fold.get("fold_id")),
-                str(fold.get("status")),
-                *[_fmt(metrics.get(key), pattern) for key, _, pattern in present],
-                _fmt(fold.get("steps"), "{}"),
-                _fmt(fold.get("wall_s"), "{:.0f}"),
-            ]
-        )
+    rows = [
+        [
+            str(fold.fold_id),
+            fold.status,
+            *[_fmt(fold.metrics.get(key), pattern) for key, _, pattern in present],
+            _fmt(fold.steps, "{}"),
+            _fmt(fold.wall_s, "{:.0f}"),
+        ]
+        for fold in folds
+    ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return lines
 
-    confidence = (summary.get("config") or {}).get("confidence", 0.95)
-    lines.append("")
-    lines.append(f"mean ± {confidence:.0%} t-interval half-width over successful folds:")
-    for name, stats in (summary.get("metrics") or {}).items():
-        pattern = "{:.1%}" if name in PERCENT_METRICS else "{:.5g}"
-        mean = _fmt(stats.get("mean"), pattern)
-        if stats.get("ci_half_width") is None:
-            lines.append(f"  {name}: {mean} (n={stats.get('n')}, no interval with one fold)")
-            continue
-        half = _fmt(stats["ci_half_width"], pattern)
-        low, high = _fmt(stats["ci_low"], pattern), _fmt(stats["ci_high"], pattern)
-        lines.append(
-            f"  {name}: {mean} ± {half}  [{low}, {high}]  std {_fmt(stats['std'], pattern)}, n={stats['n']}"
-        )
-    best = summary.get("best_fold") or {}
-    if best:
-        lines.append(
-            f"best fold: {best.get('fold_id')} ({best.get('metric')} = {_fmt(best.get('value'), '{:.5g}')})"
-        )
-    for failed in summary.get("failed_folds") or []:
-        lines.append(f"FAILED fold {failed.get('fold_id')}: {failed.get('error')}")
-    for warning in summary.get("warnings") or []:
-        lines.append(f"warning: {warning}")
-    outputs = summary.get("outputs") or {}
-    if outputs:
-        lines.append("")
-        report = outputs.get("report_html")
-        if report:
-            lines.append(f"report: {report}")
-        lines.append("files: " + ", ".join(str(v) for k, v in outputs.items() if k != "report_html"))
-    if summary.get("wall_s") is not None:
-        lines.append(f"wall time: {summary['wall_s']:.0f}s")
-    return "\n".join(lines)
+
+def _metric_line(name: str, stats: MetricStats) -> str:
+    pattern = "{:.1%}" if name in PERCENT_METRICS else "{:.5g}"
+    mean = _fmt(stats.mean, pattern)
+    if stats.ci_half_width is None:
+        return f"  {name}: {mean} (n={stats.n}, no interval with one fold)"
+    half = _fmt(stats.ci_half_width, pattern)
+    low, high = _fmt(stats.ci_low, pattern), _fmt(stats.ci_high, pattern)
+    return f"  {name}: {mean} ± {half}  [{low}, {high}]  std {_fmt(stats.std, pattern)}, n={stats.n}"

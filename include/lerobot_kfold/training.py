@@ -10,27 +10,38 @@ what k-fold needs and ``lerobot-train`` lacks:
 - validation on the held-out episodes in action units, with a learning curve and the best checkpoint;
 - sample-exact resume from the last checkpoint when the same fold runs again on the same folder;
 - optional closed-loop evaluation in the simulator and optional W&B logging;
-- a JSON-serializable result that aggregation, Airflow XCom and Modal can carry.
+- a typed :class:`~lerobot_kfold.results.FoldResult` (JSON through ``to_dict``) that aggregation,
+  Airflow XCom and Modal can carry.
+
+:func:`train_fold` is a list of named steps: :func:`build_fold`, :func:`resume`, :func:`start_loop`,
+:func:`training_loop` (with :func:`validation_step`), :func:`evaluate_in_simulator`,
+:func:`fold_result` and :func:`finish`. The k-fold bookkeeping that must survive a resume lives in
+:class:`~lerobot_kfold.fold_state.FoldState`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from lerobot_kfold import checkpoints, dataset_info, fold_data
 from lerobot_kfold.atomic_io import write_json_atomic
+from lerobot_kfold.fold_state import FoldState
+from lerobot_kfold.results import INTERRUPTED, OK, FoldResult
 from lerobot_kfold.training_config import FoldTrainingConfig
 from lerobot_kfold.validation import validate
+
+if TYPE_CHECKING:
+    from lerobot_kfold.rollout import RolloutMetrics
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +145,13 @@ def _train_pipeline_config(config: FoldTrainingConfig, policy_cfg):
     return train_cfg
 
 
-def _existing_result(config: FoldTrainingConfig) -> dict[str, Any] | None:
+def _existing_result(config: FoldTrainingConfig) -> FoldResult | None:
     """A finished result for the same configuration in the output folder (a retry after success)."""
     path = config.output_path / RESULT_FILE
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
-    if result.get("status") == "ok" and result.get("resume_key") == config.resume_key():
+    result = FoldResult.from_json_file(path)
+    if result.ok and result.resume_key == config.resume_key():
         return result
     return None
 
@@ -218,13 +229,17 @@ def train_fold(
     config: FoldTrainingConfig,
     progress: Progress | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
+) -> FoldResult:
     """Train and validate one fold; resume from ``output_dir`` when it holds a checkpoint.
 
     Returns the fold result (also written to ``output_dir/result.json``). A run stopped by
     ``stop_at_step`` returns ``status == "interrupted"``: running it again continues from there.
     ``on_checkpoint(step)`` runs after each checkpoint is on disk and after the result is written:
     on Modal it commits the Volume, so a preempted or retried call resumes from there.
+
+    The steps run in a fixed order that the exact-resume guarantee depends on (every random draw of a
+    fresh run happens at the same point in a resumed one): build the fold, resume from its checkpoint,
+    start the loop (restoring the RNG last), train, evaluate in the simulator, build the result, finish.
     """
     say = progress or (lambda message: log.info(message))
     finished = _existing_result(config)
@@ -233,22 +248,70 @@ def train_fold(
         return finished
 
     started = time.perf_counter()
+    fold = build_fold(config, say)
+    resumed = resume(fold, config, say)
+    loop = start_loop(fold, config, resumed.step)
+    if resumed.checkpoint is not None:
+        # Restore the RNG last: building the accelerator, loaders and tracker above may draw from it,
+        # and the fresh run drew those numbers *before* its first step, not at the checkpoint.
+        _restore_rng(resumed.checkpoint)
+    try:
+        outcome = training_loop(fold, loop, resumed.state, config, resumed.step, say, on_checkpoint)
+    finally:
+        loop.wandb.finish()
+    rollout = None
+    if outcome.status == OK and config.sim_eval_episodes > 0:
+        rollout = evaluate_in_simulator(fold, loop, config, say)
+    result = fold_result(
+        config,
+        resumed.state,
+        outcome,
+        device=fold.device,
+        resumed_from=resumed.resumed_from,
+        wall_s=round(time.perf_counter() - started, 3),
+        rollout=rollout,
+    )
+    return finish(config, result, on_checkpoint)
+
+
+# ------------------------------------------------------------------------------------ build the fold
+
+
+@dataclass
+class BuiltFold:
+    """Everything made once per run before training: data, policy, processors, optimizer."""
+
+    device: str
+    train_cfg: Any
+    policy: Any
+    preprocessor: Any
+    postprocessor: Any
+    optimizer: Any
+    scheduler: Any
+    sampler: Any
+    train_data: Any
+    val_data: Any
+    camera_keys: list[str]
+
+
+def _check_inputs(config: FoldTrainingConfig) -> str:
+    """Fail fast on a missing dataset or features the policy cannot use; returns the device."""
     dataset_info.check_dataset_root(config.dataset_root)
     dataset_info.check_policy_features(config.dataset_root, config.policy_type)
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
     device = resolve_device(config.device)
-    output_dir = config.output_path
-    output_dir.mkdir(parents=True, exist_ok=True)
+    config.output_path.mkdir(parents=True, exist_ok=True)
+    return device
 
-    from accelerate import Accelerator
+
+def build_fold(config: FoldTrainingConfig, say: Progress) -> BuiltFold:
+    """The fold's datasets (normalized with its training episodes only), policy and optimizer."""
+    device = _check_inputs(config)
     from lerobot.datasets.factory import resolve_delta_timestamps
     from lerobot.optim.factory import make_optimizer_and_scheduler
     from lerobot.policies import make_policy, make_pre_post_processors
-    from lerobot.scripts.lerobot_train import update_policy
-    from lerobot.utils.logging_utils import MetricsTracker
     from lerobot.utils.random_utils import set_seed
-    from lerobot.utils.utils import cycle
 
     policy_cfg = make_policy_config(config, device)
     meta = fold_data.load_metadata(config.repo_id, config.dataset_root)
@@ -264,7 +327,6 @@ def train_fold(
     )
     train_set.meta.stats = stats
     val_set.meta.stats = stats
-    camera_keys = list(meta.camera_keys)
     sampler = fold_data.make_train_sampler(
         train_set, config.seed, drop_n_last_frames=getattr(policy_cfg, "drop_n_last_frames", 0)
     )
@@ -280,224 +342,326 @@ def train_fold(
     preprocessor, postprocessor = make_pre_post_processors(policy_cfg=policy_cfg, dataset_stats=stats)
     train_cfg = _train_pipeline_config(config, policy_cfg)
     optimizer, scheduler = make_optimizer_and_scheduler(train_cfg, policy)
-
-    fold_state: dict[str, Any] = {
-        "resume_key": config.resume_key(),
-        "learning_curve": [],
-        "best_val_l1": None,
-        "best_step": None,
-        "window_loss_sum": 0.0,
-        "window_loss_count": 0,
-        "last_train_loss": None,
-        "train_seconds": 0.0,
-    }
-    step = 0
-    resumed_from = None
-    checkpoint = checkpoints.last_checkpoint(output_dir)
-    if checkpoint is not None:
-        from lerobot.common.train_utils import load_training_state
-        from lerobot.datasets import compute_sampler_state
-        from safetensors.torch import load_model
-
-        saved = checkpoints.read_fold_state(checkpoint)
-        if saved.get("resume_key") != config.resume_key():
-            raise CheckpointMismatchError(
-                f"{output_dir} holds a checkpoint of a different fold configuration; resume needs identical "
-                "settings. Use a new output folder, or delete this one to start over."
-            )
-        load_model(
-            policy, str(checkpoint / checkpoints.PRETRAINED_MODEL / "model.safetensors"), device=device
-        )
-        step, optimizer, scheduler = load_training_state(checkpoint, optimizer, scheduler)
-        sampler.load_state_dict(compute_sampler_state(step, len(sampler), config.batch_size, 1))
-        fold_state = saved
-        resumed_from = step
-        say(f"fold {config.fold_id}: resuming from step {step} ({checkpoint})")
-
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision="no", step_scheduler_with_optimizer=False)
-    policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
-    loader = fold_data.make_loader(
-        train_data, config.batch_size, config.num_workers, sampler=sampler, pin_memory=device == "cuda"
+    return BuiltFold(
+        device=device,
+        train_cfg=train_cfg,
+        policy=policy,
+        preprocessor=preprocessor,
+        postprocessor=postprocessor,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        train_data=train_data,
+        val_data=val_data,
+        camera_keys=list(meta.camera_keys),
     )
-    val_loader = fold_data.make_loader(val_data, config.batch_size, config.num_workers)
+
+
+# -------------------------------------------------------------------------------------------- resume
+
+
+@dataclass
+class Resumed:
+    """Where training starts: step 0 with a fresh state, or a checkpoint's step and state."""
+
+    state: FoldState
+    step: int
+    checkpoint: Path | None
+
+    @property
+    def resumed_from(self) -> int | None:
+        return None if self.checkpoint is None else self.step
+
+
+def resume(fold: BuiltFold, config: FoldTrainingConfig, say: Progress) -> Resumed:
+    """Load the last checkpoint's model, optimizer, scheduler and sampler position into ``fold``.
+
+    Refuses a checkpoint of other settings (:class:`CheckpointMismatchError`): continuing it would mix
+    two configurations in one result. The RNG is restored later, see :func:`train_fold`.
+    """
+    checkpoint = checkpoints.last_checkpoint(config.output_path)
+    if checkpoint is None:
+        return Resumed(FoldState(resume_key=config.resume_key()), 0, None)
+    from lerobot.common.train_utils import load_training_state
+    from lerobot.datasets import compute_sampler_state
+    from safetensors.torch import load_model
+
+    state = checkpoints.read_fold_state(checkpoint)
+    if state.resume_key != config.resume_key():
+        raise CheckpointMismatchError(
+            f"{config.output_path} holds a checkpoint of a different fold configuration; resume needs "
+            "identical settings. Use a new output folder, or delete this one to start over."
+        )
+    model_file = checkpoint / checkpoints.PRETRAINED_MODEL / "model.safetensors"
+    load_model(fold.policy, str(model_file), device=fold.device)
+    step, fold.optimizer, fold.scheduler = load_training_state(checkpoint, fold.optimizer, fold.scheduler)
+    fold.sampler.load_state_dict(compute_sampler_state(step, len(fold.sampler), config.batch_size, 1))
+    say(f"fold {config.fold_id}: resuming from step {step} ({checkpoint})")
+    return Resumed(state, step, checkpoint)
+
+
+def _restore_rng(checkpoint: Path) -> None:
+    from lerobot.utils.constants import TRAINING_STATE_DIR
+    from lerobot.utils.random_utils import load_rng_state
+
+    load_rng_state(checkpoint / TRAINING_STATE_DIR)
+
+
+# -------------------------------------------------------------------------------------- training loop
+
+
+@dataclass
+class TrainingLoop:
+    """The accelerator-prepared policy and optimizer, the loaders, lerobot's tracker and W&B."""
+
+    accelerator: Any
+    policy: Any
+    optimizer: Any
+    scheduler: Any
+    unwrapped: Any
+    loader: Any
+    val_loader: Any
+    tracker: Any
+    wandb: _WandbRun
+
+
+@dataclass(frozen=True)
+class LoopOutcome:
+    # "ok" when training reached config.steps, "interrupted" when stop_at_step ended it early.
+    status: str
+    step: int
+    steps_this_run: int
+
+
+def start_loop(fold: BuiltFold, config: FoldTrainingConfig, step: int) -> TrainingLoop:
+    """Prepare policy and optimizer with accelerate, make the loaders, the tracker and the W&B run."""
+    from accelerate import Accelerator
+    from lerobot.utils.logging_utils import MetricsTracker
+
+    device = fold.device
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision="no", step_scheduler_with_optimizer=False)
+    policy, optimizer, scheduler = accelerator.prepare(fold.policy, fold.optimizer, fold.scheduler)
+    loader = fold_data.make_loader(
+        fold.train_data,
+        config.batch_size,
+        config.num_workers,
+        sampler=fold.sampler,
+        pin_memory=device == "cuda",
+    )
+    val_loader = fold_data.make_loader(fold.val_data, config.batch_size, config.num_workers)
     tracker = MetricsTracker(
         config.batch_size,
-        len(train_data),
+        len(fold.train_data),
         len(config.train_episodes),
         train_meters(),
         initial_step=step,
         accelerator=accelerator,
     )
-    wandb_run = _WandbRun(config)
-    if checkpoint is not None:
-        # Restore the RNG last: building the accelerator, loaders and tracker above may draw from it,
-        # and the fresh run drew those numbers *before* its first step, not at the checkpoint.
-        from lerobot.utils.constants import TRAINING_STATE_DIR
-        from lerobot.utils.random_utils import load_rng_state
+    return TrainingLoop(
+        accelerator=accelerator,
+        policy=policy,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        unwrapped=accelerator.unwrap_model(policy),
+        loader=loader,
+        val_loader=val_loader,
+        tracker=tracker,
+        wandb=_WandbRun(config),
+    )
 
-        load_rng_state(checkpoint / TRAINING_STATE_DIR)
-    unwrapped = accelerator.unwrap_model(policy)
-    batches = cycle(loader)
+
+def training_loop(
+    fold: BuiltFold,
+    loop: TrainingLoop,
+    state: FoldState,
+    config: FoldTrainingConfig,
+    step: int,
+    say: Progress,
+    on_checkpoint: Callable[[int], None] | None,
+) -> LoopOutcome:
+    """lerobot's update step until ``config.steps`` (or ``stop_at_step``), validating and checkpointing."""
+    from lerobot.utils.utils import cycle
+
+    batches = cycle(loop.loader)
     first_step = step
     loop_started = time.perf_counter()
     rate_mark = (step, loop_started)
     report_every = max(1, config.steps // 10)
-    status = "ok"
-    policy.train()
-    try:
-        while step < config.steps:
-            batch = next(batches)
-            for key in camera_keys:
-                if key in batch and batch[key].dtype == torch.uint8:
-                    batch[key] = batch[key].to(dtype=torch.float32) / 255.0
-            batch = preprocessor(batch)
-            tracker, _ = update_policy(
-                tracker,
-                policy,
-                batch,
-                optimizer,
-                train_cfg.optimizer.grad_clip_norm,
-                accelerator=accelerator,
-                lr_scheduler=scheduler,
-            )
-            step += 1
-            loss = float(tracker.loss.val)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss} at step {step}; lower learning_rate.")
-            fold_state["window_loss_sum"] += loss
-            fold_state["window_loss_count"] += 1
-            fold_state["last_train_loss"] = loss
+    loop.policy.train()
+    while step < config.steps:
+        loss = _update(fold, loop, next(batches))
+        step += 1
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} at step {step}; lower learning_rate.")
+        state.record_train_loss(loss)
 
-            if step % config.eval_every == 0 or step == config.steps:
-                metrics = validate(unwrapped, preprocessor, postprocessor, val_loader, camera_keys)
-                train_loss = fold_state["window_loss_sum"] / max(fold_state["window_loss_count"], 1)
-                fold_state["window_loss_sum"], fold_state["window_loss_count"] = 0.0, 0
-                point = {
-                    "step": step,
-                    "train_loss": train_loss,
-                    "val_l1": metrics.val_l1,
-                    "val_l1_normalized": metrics.val_l1_normalized,
-                }
-                fold_state["learning_curve"].append(point)
-                best = fold_state["best_val_l1"]
-                if best is None or metrics.val_l1 < best:
-                    fold_state["best_val_l1"] = metrics.val_l1
-                    fold_state["best_step"] = step
-                    fold_state["best_val_mae_per_dim"] = metrics.val_mae_per_dim
-                    checkpoints.save_pretrained(
-                        checkpoints.best_model_dir(output_dir), unwrapped, preprocessor, postprocessor
-                    )
-                fold_state["last_validation"] = metrics.as_dict()
-                wandb_run.log({"train/loss": train_loss, **{f"eval/{k}": v for k, v in point.items()}}, step)
-                say(
-                    f"fold {config.fold_id}: step {step}/{config.steps} train loss {train_loss:.4f} "
-                    f"val L1 {metrics.val_l1:.5f} (normalized {metrics.val_l1_normalized:.4f})"
-                )
-            elif step % report_every == 0:
-                now = time.perf_counter()
-                rate = (step - rate_mark[0]) / max(now - rate_mark[1], 1e-9)
-                rate_mark = (step, now)
-                say(f"fold {config.fold_id}: step {step}/{config.steps} loss {loss:.4f} ({rate:.1f} steps/s)")
+        if step % config.eval_every == 0 or step == config.steps:
+            validation_step(fold, loop, state, config, step, say)
+        elif step % report_every == 0:
+            now = time.perf_counter()
+            rate = (step - rate_mark[0]) / max(now - rate_mark[1], 1e-9)
+            rate_mark = (step, now)
+            say(f"fold {config.fold_id}: step {step}/{config.steps} loss {loss:.4f} ({rate:.1f} steps/s)")
 
-            stopping = config.stop_at_step is not None and step >= config.stop_at_step and step < config.steps
-            if step % config.save_every == 0 or step == config.steps or stopping:
-                fold_state["train_seconds"] = fold_state.get("train_seconds", 0.0) + (
-                    time.perf_counter() - loop_started
-                )
-                loop_started = time.perf_counter()
-                checkpoints.save_checkpoint(
-                    output_dir,
-                    step,
-                    train_cfg,
-                    unwrapped,
-                    optimizer,
-                    scheduler,
-                    preprocessor,
-                    postprocessor,
-                    fold_state,
-                    batch_size=config.batch_size,
-                )
-                if on_checkpoint is not None:
-                    on_checkpoint(step)
-            if stopping:
-                status = "interrupted"
-                break
-    finally:
-        wandb_run.finish()
-
-    steps_this_run = step - first_step
-    result = _result(config, fold_state, status, step, device, resumed_from, steps_this_run, started)
-    if status == "ok" and config.sim_eval_episodes > 0:
-        from lerobot_kfold.rollout import evaluate_in_simulator
-
-        say(f"fold {config.fold_id}: closed-loop evaluation on {config.sim_eval_episodes} unseen seeds")
-        rollout = evaluate_in_simulator(
-            unwrapped,
-            preprocessor,
-            postprocessor,
-            config.dataset_root,
-            config.sim_eval_episodes,
-            seed=config.sim_eval_seed,
-            max_steps=config.sim_eval_max_steps,
-        )
-        result["sim"] = rollout.as_dict()
-        result["metrics"]["sim_success_rate"] = rollout.sim_success_rate
-        result["metrics"]["sim_mean_episode_length"] = rollout.sim_mean_episode_length
-        say(
-            f"fold {config.fold_id}: success rate {rollout.sim_success_rate:.0%} ({rollout.sim_seconds:.1f}s)"
-        )
-    result["wall_s"] = round(time.perf_counter() - started, 3)
-    write_json_atomic(output_dir / RESULT_FILE, result)
-    if on_checkpoint is not None:
-        on_checkpoint(step)
-    return result
+        stopping = config.stop_at_step is not None and step >= config.stop_at_step and step < config.steps
+        if step % config.save_every == 0 or step == config.steps or stopping:
+            state.add_train_seconds(time.perf_counter() - loop_started)
+            loop_started = time.perf_counter()
+            _save_checkpoint(fold, loop, state, config, step)
+            if on_checkpoint is not None:
+                on_checkpoint(step)
+        if stopping:
+            return LoopOutcome(INTERRUPTED, step, step - first_step)
+    return LoopOutcome(OK, step, step - first_step)
 
 
-def _result(
+def _update(fold: BuiltFold, loop: TrainingLoop, batch: dict[str, Any]) -> float:
+    """One optimizer step with lerobot's ``update_policy``; returns the batch's training loss."""
+    from lerobot.scripts.lerobot_train import update_policy
+
+    for key in fold.camera_keys:
+        if key in batch and batch[key].dtype == torch.uint8:
+            batch[key] = batch[key].to(dtype=torch.float32) / 255.0
+    batch = fold.preprocessor(batch)
+    loop.tracker, _ = update_policy(
+        loop.tracker,
+        loop.policy,
+        batch,
+        loop.optimizer,
+        fold.train_cfg.optimizer.grad_clip_norm,
+        accelerator=loop.accelerator,
+        lr_scheduler=loop.scheduler,
+    )
+    return float(loop.tracker.loss.val)
+
+
+def validation_step(
+    fold: BuiltFold,
+    loop: TrainingLoop,
+    state: FoldState,
     config: FoldTrainingConfig,
-    fold_state: dict[str, Any],
-    status: str,
     step: int,
+    say: Progress,
+) -> None:
+    """Validate on the held-out episodes, extend the learning curve, keep the best model on disk."""
+    metrics = validate(
+        loop.unwrapped, fold.preprocessor, fold.postprocessor, loop.val_loader, fold.camera_keys
+    )
+    point, improved = state.record_validation(step, metrics)
+    if improved:
+        checkpoints.save_pretrained(
+            checkpoints.best_model_dir(config.output_path),
+            loop.unwrapped,
+            fold.preprocessor,
+            fold.postprocessor,
+        )
+    train_loss = point["train_loss"]
+    loop.wandb.log({"train/loss": train_loss, **{f"eval/{k}": v for k, v in point.items()}}, step)
+    say(
+        f"fold {config.fold_id}: step {step}/{config.steps} train loss {train_loss:.4f} "
+        f"val L1 {metrics.val_l1:.5f} (normalized {metrics.val_l1_normalized:.4f})"
+    )
+
+
+def _save_checkpoint(
+    fold: BuiltFold, loop: TrainingLoop, state: FoldState, config: FoldTrainingConfig, step: int
+) -> None:
+    checkpoints.save_checkpoint(
+        config.output_path,
+        step,
+        fold.train_cfg,
+        loop.unwrapped,
+        loop.optimizer,
+        loop.scheduler,
+        fold.preprocessor,
+        fold.postprocessor,
+        state,
+        batch_size=config.batch_size,
+    )
+
+
+# ------------------------------------------------------------------------------- evaluation and finish
+
+
+def evaluate_in_simulator(
+    fold: BuiltFold, loop: TrainingLoop, config: FoldTrainingConfig, say: Progress
+) -> RolloutMetrics:
+    """Closed-loop rollouts of the final policy from seeds never used in recording."""
+    from lerobot_kfold.rollout import evaluate_in_simulator as rollouts
+
+    say(f"fold {config.fold_id}: closed-loop evaluation on {config.sim_eval_episodes} unseen seeds")
+    rollout = rollouts(
+        loop.unwrapped,
+        fold.preprocessor,
+        fold.postprocessor,
+        config.dataset_root,
+        config.sim_eval_episodes,
+        seed=config.sim_eval_seed,
+        max_steps=config.sim_eval_max_steps,
+    )
+    say(f"fold {config.fold_id}: success rate {rollout.sim_success_rate:.0%} ({rollout.sim_seconds:.1f}s)")
+    return rollout
+
+
+def fold_result(
+    config: FoldTrainingConfig,
+    state: FoldState,
+    outcome: LoopOutcome,
+    *,
     device: str,
     resumed_from: int | None,
-    steps_this_run: int,
-    started: float,
-) -> dict[str, Any]:
-    last = fold_state.get("last_validation") or {}
-    train_seconds = fold_state.get("train_seconds", 0.0)
+    wall_s: float,
+    rollout: RolloutMetrics | None = None,
+) -> FoldResult:
+    """The fold's result from its training state: metrics of the last validation, best, curve, files."""
+    last = state.last_validation
     metrics: dict[str, float] = {}
-    if last:
+    if last is not None:
         metrics = {
-            "val_l1": last["val_l1"],
-            "val_l1_normalized": last["val_l1_normalized"],
-            "best_val_l1": fold_state["best_val_l1"],
+            "val_l1": last.val_l1,
+            "val_l1_normalized": last.val_l1_normalized,
+            "best_val_l1": state.best_val_l1,
         }
+    if rollout is not None:
+        metrics["sim_success_rate"] = rollout.sim_success_rate
+        metrics["sim_mean_episode_length"] = rollout.sim_mean_episode_length
+    train_seconds = state.train_seconds
     output_dir = config.output_path
-    return {
-        "fold_id": config.fold_id,
-        "repeat": config.repeat,
-        "index": config.fold_index,
-        "status": status,
-        "error": None,
-        "train_episodes": config.train_episodes,
-        "val_episodes": config.val_episodes,
-        "steps": step,
-        "steps_this_run": steps_this_run,
-        "resumed_from_step": resumed_from,
-        "wall_s": round(time.perf_counter() - started, 3),
-        "train_seconds": round(train_seconds, 3),
-        "steps_per_s": round(step / train_seconds, 3) if train_seconds > 0 else None,
-        "device": device,
-        "final_train_loss": fold_state.get("last_train_loss"),
-        "metrics": metrics,
-        "val_mae_per_dim": last.get("val_mae_per_dim"),
-        "best_step": fold_state.get("best_step"),
-        "best_val_mae_per_dim": fold_state.get("best_val_mae_per_dim"),
-        "learning_curve": fold_state["learning_curve"],
-        "checkpoints": {
+    return FoldResult(
+        fold_id=config.fold_id,
+        repeat=config.repeat,
+        index=config.fold_index,
+        status=outcome.status,
+        train_episodes=list(config.train_episodes),
+        val_episodes=list(config.val_episodes),
+        steps=outcome.step,
+        steps_this_run=outcome.steps_this_run,
+        resumed_from_step=resumed_from,
+        wall_s=wall_s,
+        train_seconds=round(train_seconds, 3),
+        steps_per_s=round(outcome.step / train_seconds, 3) if train_seconds > 0 else None,
+        device=device,
+        final_train_loss=state.last_train_loss,
+        metrics=metrics,
+        val_mae_per_dim=None if last is None else last.val_mae_per_dim,
+        best_step=state.best_step,
+        best_val_mae_per_dim=state.best_val_mae_per_dim,
+        learning_curve=state.learning_curve,
+        checkpoints={
             "last": str(checkpoints.last_checkpoint(output_dir) or ""),
             "best": str(checkpoints.best_model_dir(output_dir)),
         },
-        "output_dir": str(output_dir),
-        "resume_key": config.resume_key(),
-    }
+        output_dir=str(output_dir),
+        resume_key=config.resume_key(),
+        sim=None if rollout is None else rollout.as_dict(),
+    )
+
+
+def finish(
+    config: FoldTrainingConfig, result: FoldResult, on_checkpoint: Callable[[int], None] | None
+) -> FoldResult:
+    """Write ``result.json``, then call ``on_checkpoint`` so that it is committed (Modal Volume) too."""
+    write_json_atomic(config.output_path / RESULT_FILE, result.to_dict())
+    if on_checkpoint is not None:
+        on_checkpoint(result.steps)
+    return result

@@ -36,6 +36,16 @@ class ValidationMetrics:
             "num_frames": self.num_frames,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationMetrics:
+        """The inverse of :meth:`as_dict` (a resumed fold reads its last validation back)."""
+        return cls(
+            val_l1=data["val_l1"],
+            val_l1_normalized=data["val_l1_normalized"],
+            val_mae_per_dim=list(data["val_mae_per_dim"]),
+            num_frames=data["num_frames"],
+        )
+
 
 def _valid_mask(batch: dict[str, Any], target: torch.Tensor) -> torch.Tensor:
     """(B, T) mask of real (not padded) target actions."""

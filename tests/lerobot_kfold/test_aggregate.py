@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -19,42 +20,45 @@ from lerobot_kfold.aggregate import (
     summarize,
     write_outputs,
 )
+from lerobot_kfold.results import BestFold, FailedFold, FoldResult
 
 
-def fold(
-    fold_id: int, status: str = "ok", *, repeat: int = 0, k: int = 100, **metrics: Any
-) -> dict[str, Any]:
-    """A fold result shaped like the fold trainer's; failed folds carry only ids and the error."""
+def fold(fold_id: int, status: str = "ok", *, repeat: int = 0, k: int = 100, **metrics: Any) -> FoldResult:
+    """A fold result as read from a fold trainer's result.json; failed ones carry only ids and the error."""
     if status != "ok":
-        return {
+        return FoldResult.from_dict(
+            {
+                "fold_id": fold_id,
+                "repeat": repeat,
+                "index": fold_id % k,
+                "status": status,
+                "error": metrics.get("error"),
+            }
+        )
+    return FoldResult.from_dict(
+        {
             "fold_id": fold_id,
             "repeat": repeat,
             "index": fold_id % k,
-            "status": status,
-            "error": metrics.get("error"),
+            "status": "ok",
+            "error": None,
+            "train_episodes": [0, 1, 2],
+            "val_episodes": [3],
+            "steps": 2000,
+            "wall_s": 10.0 + fold_id,
+            "steps_per_s": 30.0,
+            "device": "cpu",
+            "final_train_loss": 0.1,
+            "metrics": metrics,
+            "val_mae_per_dim": [0.1, 0.2],
+            "best_step": 1500,
+            "learning_curve": [{"step": 500, "train_loss": 0.3, "val_l1": 0.02}],
+            "checkpoints": {"last": f"/ckpt/{fold_id}/last", "best": f"/ckpt/{fold_id}/best"},
         }
-    return {
-        "fold_id": fold_id,
-        "repeat": repeat,
-        "index": fold_id % k,
-        "status": "ok",
-        "error": None,
-        "train_episodes": [0, 1, 2],
-        "val_episodes": [3],
-        "steps": 2000,
-        "wall_s": 10.0 + fold_id,
-        "steps_per_s": 30.0,
-        "device": "cpu",
-        "final_train_loss": 0.1,
-        "metrics": metrics,
-        "val_mae_per_dim": [0.1, 0.2],
-        "best_step": 1500,
-        "learning_curve": [{"step": 500, "train_loss": 0.3, "val_l1": 0.02}],
-        "checkpoints": {"last": f"/ckpt/{fold_id}/last", "best": f"/ckpt/{fold_id}/best"},
-    }
+    )
 
 
-def folds_with(values: list[float], name: str = "val_l1") -> list[dict[str, Any]]:
+def folds_with(values: list[float], name: str = "val_l1") -> list[FoldResult]:
     return [fold(i, **{name: v}) for i, v in enumerate(values)]
 
 
@@ -90,41 +94,41 @@ class TestConfig:
 class TestStatistics:
     def test_hand_computed_four_folds(self):
         s = summarize(folds_with([1.0, 2.0, 3.0, 4.0]), AggregateConfig())
-        m = s["metrics"]["val_l1"]
+        m = s.metrics["val_l1"]
         # mean = 10 / 4 = 2.5
         # squared deviations: 2.25 + 0.25 + 0.25 + 2.25 = 5; sample variance = 5 / 3
         std = math.sqrt(5 / 3)  # 1.2909944
         sem = std / math.sqrt(4)  # 0.6454972
         t_975_df3 = 3.182446  # Student-t table: two-sided 95%, 3 degrees of freedom
         half = t_975_df3 * sem  # 2.054271
-        assert m["n"] == 4
-        assert m["mean"] == pytest.approx(2.5)
-        assert m["std"] == pytest.approx(1.2909944, abs=1e-7)
+        assert m.n == 4
+        assert m.mean == pytest.approx(2.5)
+        assert m.std == pytest.approx(1.2909944, abs=1e-7)
         assert std == pytest.approx(1.2909944, abs=1e-7)
-        assert m["sem"] == pytest.approx(0.6454972, abs=1e-7)
-        assert m["ci_half_width"] == pytest.approx(half, rel=1e-6)
-        assert m["ci_half_width"] == pytest.approx(2.0543, abs=1e-4)
-        assert m["ci_low"] == pytest.approx(2.5 - half, rel=1e-6)
-        assert m["ci_high"] == pytest.approx(2.5 + half, rel=1e-6)
-        assert (m["min"], m["max"]) == (1.0, 4.0)
-        assert m["missing_fold_ids"] == []
+        assert m.sem == pytest.approx(0.6454972, abs=1e-7)
+        assert m.ci_half_width == pytest.approx(half, rel=1e-6)
+        assert m.ci_half_width == pytest.approx(2.0543, abs=1e-4)
+        assert m.ci_low == pytest.approx(2.5 - half, rel=1e-6)
+        assert m.ci_high == pytest.approx(2.5 + half, rel=1e-6)
+        assert (m.min, m.max) == (1.0, 4.0)
+        assert m.missing_fold_ids == []
 
     def test_other_confidence_level(self):
         # 90%: t_{0.95, 3} = 2.353363 from the table.
         s = summarize(folds_with([1.0, 2.0, 3.0, 4.0]), AggregateConfig(confidence=0.9))
-        assert s["metrics"]["val_l1"]["ci_half_width"] == pytest.approx(2.353363 * 0.6454972, rel=1e-6)
+        assert s.metrics["val_l1"].ci_half_width == pytest.approx(2.353363 * 0.6454972, rel=1e-6)
 
     def test_single_fold_has_no_spread(self):
         s = summarize(folds_with([0.5]), AggregateConfig())
-        m = s["metrics"]["val_l1"]
-        assert (m["n"], m["mean"], m["min"], m["max"]) == (1, 0.5, 0.5, 0.5)
+        m = s.metrics["val_l1"]
+        assert (m.n, m.mean, m.min, m.max) == (1, 0.5, 0.5, 0.5)
         for key in ("std", "sem", "ci_low", "ci_high", "ci_half_width"):
-            assert m[key] is None, key
+            assert getattr(m, key) is None, key
 
     def test_identical_values_give_zero_width_interval(self):
-        m = summarize(folds_with([0.2, 0.2, 0.2]), AggregateConfig())["metrics"]["val_l1"]
-        assert m["std"] == 0.0
-        assert m["ci_low"] == m["ci_high"] == pytest.approx(0.2)
+        m = summarize(folds_with([0.2, 0.2, 0.2]), AggregateConfig()).metrics["val_l1"]
+        assert m.std == 0.0
+        assert m.ci_low == m.ci_high == pytest.approx(0.2)
 
     def test_metric_missing_in_some_folds_reports_its_n(self):
         results = [
@@ -133,36 +137,36 @@ class TestStatistics:
             fold(2, val_l1=3.0, sim_success_rate=0.4),
         ]
         s = summarize(results, AggregateConfig())
-        sim = s["metrics"]["sim_success_rate"]
-        assert sim["n"] == 2
-        assert sim["mean"] == pytest.approx(0.3)
-        assert sim["missing_fold_ids"] == [1]
-        assert s["metrics"]["val_l1"]["n"] == 3
-        assert any("sim_success_rate" in w and "2 of 3" in w for w in s["warnings"])
+        sim = s.metrics["sim_success_rate"]
+        assert sim.n == 2
+        assert sim.mean == pytest.approx(0.3)
+        assert sim.missing_fold_ids == [1]
+        assert s.metrics["val_l1"].n == 3
+        assert any("sim_success_rate" in w and "2 of 3" in w for w in s.warnings)
 
     @pytest.mark.parametrize(
         "bad", [pytest.param(float("nan"), id="nan"), pytest.param(float("inf"), id="inf")]
     )
     def test_non_finite_value_is_left_out_visibly(self, bad):
         s = summarize(folds_with([1.0, bad, 3.0]), AggregateConfig())
-        m = s["metrics"]["val_l1"]
-        assert (m["n"], m["mean"], m["missing_fold_ids"]) == (2, 2.0, [1])
-        assert s["folds"][1]["metrics"]["val_l1"] is None
-        assert s["warnings"]
+        m = s.metrics["val_l1"]
+        assert (m.n, m.mean, m.missing_fold_ids) == (2, 2.0, [1])
+        assert s.folds[1].metrics["val_l1"] is None
+        assert s.warnings
 
     def test_non_scalar_metrics_are_ignored(self):
         results = [fold(i, val_l1=float(i), note="text", per_dim=[1, 2], flag=True) for i in range(2)]
-        assert list(summarize(results, AggregateConfig())["metrics"]) == ["val_l1"]
+        assert list(summarize(results, AggregateConfig()).metrics) == ["val_l1"]
 
     def test_selection_metric_listed_first(self):
         results = [fold(i, a=1.0, sim_success_rate=0.5, val_l1=float(i)) for i in range(2)]
-        assert list(summarize(results, AggregateConfig())["metrics"]) == ["val_l1", "a", "sim_success_rate"]
+        assert list(summarize(results, AggregateConfig()).metrics) == ["val_l1", "a", "sim_success_rate"]
 
     def test_repeats_add_independence_warning(self):
         results = [fold(i, repeat=i // 2, k=2, val_l1=float(i)) for i in range(4)]
         s = summarize(results, AggregateConfig())
-        assert s["totals"]["n_repeats"] == 2
-        assert any("not independent" in w for w in s["warnings"])
+        assert s.totals.n_repeats == 2
+        assert any("not independent" in w for w in s.warnings)
 
 
 class TestBestFold:
@@ -180,40 +184,29 @@ class TestBestFold:
             fold(2, val_l1=0.1, sim_success_rate=0.3),
         ]
         s = summarize(results, AggregateConfig(selection_metric=metric, selection_mode=mode))
-        assert s["best_fold"] == {
-            "fold_id": best_id,
-            "repeat": 0,
-            "index": best_id,
-            "metric": metric,
-            "mode": mode,
-            "value": best_value,
-        }
+        assert s.best_fold == BestFold(
+            fold_id=best_id, repeat=0, index=best_id, metric=metric, mode=mode, value=best_value
+        )
 
     def test_tie_goes_to_lowest_fold_id(self):
         s = summarize([fold(3, val_l1=0.1), fold(1, val_l1=0.1), fold(2, val_l1=0.5)], AggregateConfig())
-        assert s["best_fold"]["fold_id"] == 1
+        assert s.best_fold.fold_id == 1
 
 
 class TestFailedFolds:
     def test_failed_folds_listed_with_errors(self):
         results = [fold(0, val_l1=1.0), fold(1, "failed", error="CUDA out of memory"), fold(2, val_l1=3.0)]
         s = summarize(results, AggregateConfig(min_successful_folds=2))
-        assert s["failed_folds"] == [{"fold_id": 1, "repeat": 0, "index": 1, "error": "CUDA out of memory"}]
-        assert s["totals"] | {"total_wall_s": None} == {
-            "n_folds": 3,
-            "n_succeeded": 2,
-            "n_failed": 1,
-            "n_missing": 0,
-            "n_repeats": 1,
-            "total_wall_s": None,
-        }
-        assert s["totals"]["total_wall_s"] == pytest.approx(10.0 + 12.0)
-        assert s["metrics"]["val_l1"]["n"] == 2
-        assert [r["status"] for r in s["folds"]] == ["ok", "failed", "ok"]
+        assert s.failed_folds == [FailedFold(fold_id=1, repeat=0, index=1, error="CUDA out of memory")]
+        t = s.totals
+        assert (t.n_folds, t.n_succeeded, t.n_failed, t.n_missing, t.n_repeats) == (3, 2, 1, 0, 1)
+        assert t.total_wall_s == pytest.approx(10.0 + 12.0)
+        assert s.metrics["val_l1"].n == 2
+        assert [r.status for r in s.folds] == ["ok", "failed", "ok"]
 
     def test_failed_fold_without_message_gets_one(self):
         s = summarize([fold(0, val_l1=1.0), fold(1, "failed")], AggregateConfig(min_successful_folds=1))
-        assert "failed" in s["failed_folds"][0]["error"]
+        assert "failed" in s.failed_folds[0].error
 
     @pytest.mark.parametrize(
         ("min_ok", "required"),
@@ -232,12 +225,12 @@ class TestFailedFolds:
     def test_missing_expected_folds_count_as_failed(self):
         results = [fold(0, val_l1=1.0), fold(2, val_l1=3.0)]
         s = summarize(results, AggregateConfig(min_successful_folds=2), expected_folds=4)
-        assert s["failed_folds"] == [
-            {"fold_id": 1, "repeat": None, "index": None, "error": "no result"},
-            {"fold_id": 3, "repeat": None, "index": None, "error": "no result"},
+        assert s.failed_folds == [
+            FailedFold(fold_id=1, repeat=None, index=None, error="no result"),
+            FailedFold(fold_id=3, repeat=None, index=None, error="no result"),
         ]
-        assert (s["totals"]["n_folds"], s["totals"]["n_failed"], s["totals"]["n_missing"]) == (4, 2, 2)
-        assert [r["status"] for r in s["folds"]] == ["ok", "missing", "ok", "missing"]
+        assert (s.totals.n_folds, s.totals.n_failed, s.totals.n_missing) == (4, 2, 2)
+        assert [r.status for r in s.folds] == ["ok", "missing", "ok", "missing"]
 
     def test_missing_expected_folds_trip_the_default_rule(self):
         with pytest.raises(NotEnoughFoldsError, match=r"(?s)only 2 of 3 .*fold 2: no result"):
@@ -248,13 +241,12 @@ class TestFailedFolds:
             [fold(0, val_l1=1.0), fold(1, "failed", error="x" * 10_000)],
             AggregateConfig(min_successful_folds=1),
         )
-        assert len(s["failed_folds"][0]["error"]) < 2100
+        assert len(s.failed_folds[0].error) < 2100
 
     @pytest.mark.parametrize(
         ("results", "kwargs", "match"),
         [
             pytest.param([], {}, "no fold results", id="empty"),
-            pytest.param([{"status": "ok"}], {}, "fold_id", id="no-fold-id"),
             pytest.param([fold(0, val_l1=1.0), fold(0, val_l1=2.0)], {}, "two results", id="duplicate"),
             pytest.param([fold(5, val_l1=1.0)], {"expected_folds": 3}, "outside", id="out-of-range"),
             pytest.param([fold(0, val_l1=1.0)], {"expected_folds": 0}, "expected_folds", id="bad-expected"),
@@ -263,6 +255,60 @@ class TestFailedFolds:
     def test_malformed_input(self, results, kwargs, match):
         with pytest.raises(ValueError, match=match):
             summarize(results, AggregateConfig(), **kwargs)
+
+    def test_dicts_must_be_read_into_fold_results_first(self):
+        with pytest.raises(TypeError, match=r"FoldResult\.from_dict"):
+            summarize([{"fold_id": 0, "status": "ok", "metrics": {"val_l1": 1.0}}], AggregateConfig())
+
+
+class TestSteps:
+    """The steps summarize is made of, each on its own."""
+
+    def test_index_results_by_fold_id_and_list_the_expected_ids_without_one(self):
+        by_id, missing = aggregate.index_results([fold(2, val_l1=1.0), fold(0, val_l1=2.0)], expected_folds=4)
+        assert sorted(by_id) == [0, 2]
+        assert by_id[2].metrics == {"val_l1": 1.0}
+        assert missing == [1, 3]
+
+    def test_classify_folds_gives_one_row_per_fold_and_splits_failed_from_succeeded(self):
+        results = {0: fold(0, val_l1=float("nan")), 1: fold(1, "interrupted"), 3: fold(3, val_l1=0.5)}
+        folds = aggregate.classify_folds(results, missing_ids=[2])
+        assert [(r.fold_id, r.status) for r in folds.rows] == [
+            (0, "ok"),
+            (1, "interrupted"),
+            (2, "missing"),
+            (3, "ok"),
+        ]
+        assert folds.succeeded == [0, 3]
+        assert [(f.fold_id, f.error) for f in folds.failed] == [
+            (1, "status 'interrupted' without an error message"),
+            (2, "no result"),
+        ]
+        assert folds.values("val_l1") == [(0, None), (3, 0.5)]  # NaN is no value
+
+    def test_metric_names_put_the_selection_metric_first(self):
+        folds = aggregate.classify_folds({0: fold(0, a=1.0, b=2.0), 1: fold(1, c=3.0, b=1.0)}, [])
+        assert aggregate.metric_names(folds, "b") == ["b", "a", "c"]
+
+    def test_metric_statistics_skip_a_metric_without_any_finite_value_and_say_so(self):
+        folds = aggregate.classify_folds({0: fold(0, a=1.0, b=float("inf")), 1: fold(1, a=3.0)}, [])
+        stats, warnings = aggregate.metric_statistics(["a", "b"], folds, 0.95)
+        assert list(stats) == ["a"]
+        assert (stats["a"].n, stats["a"].mean) == (2, 2.0)
+        assert warnings == ["metric 'b' is NaN or infinite in every successful fold; not aggregated"]
+
+    def test_best_fold_of_the_successful_folds(self):
+        folds = aggregate.classify_folds(
+            {0: fold(0, val_l1=0.2), 1: fold(1, val_l1=0.1), 2: fold(2, "failed")}, []
+        )
+        assert aggregate.best_fold(folds, AggregateConfig(selection_mode="max")).fold_id == 0
+        assert aggregate.best_fold(folds, AggregateConfig()).value == 0.1
+
+    def test_count_totals(self):
+        folds = aggregate.classify_folds({0: fold(0, val_l1=0.2), 3: fold(3, "failed", repeat=1)}, [1, 2])
+        totals = aggregate.count_totals(folds, n_missing=2)
+        assert (totals.n_folds, totals.n_succeeded, totals.n_failed, totals.n_missing) == (4, 1, 3, 2)
+        assert (totals.n_repeats, totals.total_wall_s) == (2, 10.0)
 
 
 class TestSelectionMetric:
@@ -274,7 +320,7 @@ class TestSelectionMetric:
             summarize(results, AggregateConfig(selection_metric="val_l2"))
 
     def test_present_only_in_failed_fold_is_absent(self):
-        results = [fold(0, a=1.0), {**fold(1, val_l1=1.0), "status": "failed", "error": "x"}]
+        results = [fold(0, a=1.0), dataclasses.replace(fold(1, val_l1=1.0), status="failed", error="x")]
         with pytest.raises(MissingMetricError):
             summarize(results, AggregateConfig(min_successful_folds=1))
 
@@ -288,12 +334,12 @@ class TestJsonSafety:
             fold(3, "failed", error="boom"),
         ]
         s = summarize(results, AggregateConfig(min_successful_folds=2), run_id="run-1")
-        text = json.dumps(s, allow_nan=False)
-        assert json.loads(text) == s
+        text = json.dumps(s.to_dict(), allow_nan=False)
+        assert json.loads(text) == s.to_dict()
         assert "learning_curve" not in text and "checkpoints" not in text and "/ckpt/" not in text
-        assert type(s["metrics"]["episodes"]["mean"]) is float
-        assert s["run_id"] == "run-1"
-        assert s["config"] == {
+        assert type(s.metrics["episodes"].mean) is float
+        assert s.run_id == "run-1"
+        assert s.to_dict()["config"] == {
             "selection_metric": "val_l1",
             "selection_mode": "min",
             "min_successful_folds": 2,
@@ -320,7 +366,7 @@ class TestWriteOutputs:
         names = {Path(p).name for p in paths.values()}
         assert names == {"summary.json", "folds.csv", "report.png", "report.html"}
         assert all(Path(p).is_file() and Path(p).stat().st_size > 0 for p in paths.values())
-        assert json.loads(Path(paths["summary_json"]).read_text()) == summary
+        assert json.loads(Path(paths["summary_json"]).read_text()) == summary.to_dict()
         df = pd.read_csv(paths["folds_csv"])
         assert list(df["fold_id"]) == [0, 1, 2, 3]
         assert list(df["status"]) == ["ok", "ok", "failed", "missing"]
@@ -339,7 +385,7 @@ class TestWriteOutputs:
             "report.png",
             "summary.json",
         ]
-        assert json.loads(old.read_text()) == summary
+        assert json.loads(old.read_text()) == summary.to_dict()
 
     def test_summary_written_last_so_a_failed_report_keeps_old_summary(
         self, tmp_path, outputs_case, monkeypatch

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import struct
-from typing import Any
 
 import pytest
 
@@ -18,35 +18,35 @@ from lerobot_kfold.report import (
     write_html,
     write_png,
 )
+from lerobot_kfold.results import CVSummary, FoldResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVIL = "<script>alert(1)</script>"
 
 
-def fold(fold_id: int, val_l1: float | None, sim: float | None = None, *, repeat: int = 0) -> dict[str, Any]:
+def fold(fold_id: int, val_l1: float | None, sim: float | None = None, *, repeat: int = 0) -> FoldResult:
     """A successful fold result with a short learning curve; ``val_l1=None`` makes it a failed fold."""
     if val_l1 is None:
-        return {"fold_id": fold_id, "repeat": repeat, "index": fold_id, "status": "failed", "error": EVIL}
+        return FoldResult.failed(fold_id, repeat, fold_id, EVIL)
     metrics = {"val_l1": val_l1} | ({} if sim is None else {"sim_success_rate": sim})
     curve = [
         {"step": s, "train_loss": 1.0 / s, "val_l1": val_l1 * (1 + 1000 / s)} for s in (500, 1000, 1500, 2000)
     ]
-    return {
-        "fold_id": fold_id,
-        "repeat": repeat,
-        "index": fold_id,
-        "status": "ok",
-        "error": None,
-        "steps": 2000,
-        "wall_s": 60.0,
-        "metrics": metrics,
-        "best_step": 2000,
-        "learning_curve": curve,
-    }
+    return FoldResult(
+        fold_id=fold_id,
+        repeat=repeat,
+        index=fold_id,
+        status="ok",
+        steps=2000,
+        wall_s=60.0,
+        metrics=metrics,
+        best_step=2000,
+        learning_curve=curve,
+    )
 
 
 @pytest.fixture(scope="module")
-def case() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def case() -> tuple[CVSummary, list[FoldResult]]:
     # val_l1 over the four successful folds is 1, 2, 3, 4: mean 2.5, 95% half-width 2.054.
     results = [fold(0, 1.0, 0.5), fold(1, 2.0, 0.2), fold(2, None), fold(3, 3.0, 0.1), fold(4, 4.0, 0.0)]
     summary = summarize(results, AggregateConfig(min_successful_folds=4), run_id="demo-run")
@@ -77,7 +77,9 @@ class TestFigure:
         "results",
         [
             pytest.param([fold(0, 0.5)], id="single-fold-no-interval"),
-            pytest.param([{**fold(0, 0.5), "learning_curve": []}, fold(1, 0.7)], id="missing-curve"),
+            pytest.param(
+                [dataclasses.replace(fold(0, 0.5), learning_curve=[]), fold(1, 0.7)], id="missing-curve"
+            ),
             pytest.param([fold(i, 0.1 * (i + 1), repeat=i // 5) for i in range(30)], id="thirty-folds"),
         ],
     )
@@ -113,14 +115,17 @@ class TestHtml:
 
     def test_escapes_data(self, case):
         summary, _ = case
-        evil_summary = {**summary, "run_id": EVIL}
+        evil_summary = dataclasses.replace(summary, run_id=EVIL)
         page = render_html(evil_summary)
         assert "<script" not in page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert page.count("&lt;script&gt;") >= 2  # run id and the failed fold's error
 
     def test_escapes_metric_names(self):
-        results = [{**fold(i, 1.0 + i), "metrics": {"val_l1": 1.0 + i, "<b>x</b>": 0.5}} for i in range(2)]
+        results = [
+            dataclasses.replace(fold(i, 1.0 + i), metrics={"val_l1": 1.0 + i, "<b>x</b>": 0.5})
+            for i in range(2)
+        ]
         page = render_html(summarize(results, AggregateConfig()))
         assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
 

@@ -30,13 +30,13 @@ class TestSimulatorEvaluation:
             torch_threads=1,
         )
         result = train_fold(config, progress=_quiet)
-        sim = result["sim"]
+        sim = result.sim
         assert sim["sim_episodes"] == 2
         assert len(sim["sim_successes"]) == 2
-        assert 0.0 <= result["metrics"]["sim_success_rate"] <= 1.0
-        assert result["metrics"]["sim_success_rate"] == sum(sim["sim_successes"]) / 2
+        assert 0.0 <= result.metrics["sim_success_rate"] <= 1.0
+        assert result.metrics["sim_success_rate"] == sum(sim["sim_successes"]) / 2
         # Every rollout either succeeded or ran into the step limit (a 4-step policy rarely succeeds).
-        assert 1 <= result["metrics"]["sim_mean_episode_length"] <= 15
+        assert 1 <= result.metrics["sim_mean_episode_length"] <= 15
         recorded = set(demo.read_demo_metadata(demo_root)["recording_seeds"])
         assert not recorded & set(sim["sim_seeds"])
 

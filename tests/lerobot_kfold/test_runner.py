@@ -16,6 +16,7 @@ import pytest
 
 from lerobot_kfold.aggregate import NotEnoughFoldsError
 from lerobot_kfold.dataset_info import DatasetError
+from lerobot_kfold.results import CVSummary
 from lerobot_kfold.runner import KFoldRunConfig, TrainingParams, fold_output_dir, run_kfold
 from lerobot_kfold.splits import SplitConfig, read_plan
 from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES
@@ -54,7 +55,7 @@ def _fold_results(out: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(demo_root, tmp_path_factory) -> tuple[Path, dict[str, Any], list[str]]:
+def finished_run(demo_root, tmp_path_factory) -> tuple[Path, CVSummary, list[str]]:
     """One uninterrupted run, in series: its folder, summary and progress messages."""
     out = tmp_path_factory.mktemp("runner") / "run"
     messages: list[str] = []
@@ -65,9 +66,9 @@ def finished_run(demo_root, tmp_path_factory) -> tuple[Path, dict[str, Any], lis
 class TestFinishedRun:
     def test_every_fold_succeeds(self, finished_run):
         _, summary, _ = finished_run
-        assert summary["totals"]["n_folds"] == K
-        assert summary["totals"]["n_succeeded"] == K
-        assert summary["failed_folds"] == []
+        assert summary.totals.n_folds == K
+        assert summary.totals.n_succeeded == K
+        assert summary.failed_folds == []
         assert {r["status"] for r in _fold_results(finished_run[0])} == {"ok"}
 
     def test_every_usable_episode_is_validated_exactly_once_and_the_holdout_never_used(self, finished_run):
@@ -86,7 +87,7 @@ class TestFinishedRun:
 
     def test_fold_rows_carry_their_repeat_and_index(self, finished_run):
         _, summary, _ = finished_run
-        rows = [(f["fold_id"], f["repeat"], f["index"]) for f in summary["folds"]]
+        rows = [(f.fold_id, f.repeat, f.index) for f in summary.folds]
         assert rows == [(0, 0, 0), (1, 0, 1)]
 
     def test_fold_result_files_carry_their_repeat_and_index(self, finished_run):
@@ -96,16 +97,16 @@ class TestFinishedRun:
     def test_summary_metrics_are_the_folds_metrics_aggregated(self, finished_run):
         out, summary, _ = finished_run
         values = [r["metrics"]["val_l1"] for r in _fold_results(out)]
-        assert summary["metrics"]["val_l1"]["n"] == K
-        assert summary["metrics"]["val_l1"]["mean"] == pytest.approx(sum(values) / K, rel=1e-12)
-        assert summary["best_fold"]["value"] == min(values)
+        assert summary.metrics["val_l1"].n == K
+        assert summary.metrics["val_l1"].mean == pytest.approx(sum(values) / K, rel=1e-12)
+        assert summary.best_fold.value == min(values)
 
     def test_writes_the_plan_and_the_summary_files(self, finished_run):
         out, summary, messages = finished_run
         for name in ("plan.json", "summary.json", "folds.csv", "report.png", "report.html"):
             assert (out / name).is_file(), name
-        assert summary["outputs"]["summary_json"] == str(out / "summary.json")
-        assert summary["plan_hash"] == read_plan(out / "plan.json").content_hash()
+        assert summary.outputs["summary_json"] == str(out / "summary.json")
+        assert summary.plan_hash == read_plan(out / "plan.json").content_hash()
         assert messages[0].startswith(f"planned {K} folds over {DEMO_EPISODES} episodes")
         assert len([m for m in messages if m.startswith("fold ") and " done " in m]) == K
 
@@ -124,9 +125,9 @@ class TestRerun:
         assert [
             sorted(p.name for p in (f.parent / "checkpoints").iterdir()) for f in result_files
         ] == checkpoints
-        assert again["metrics"] == summary["metrics"]
-        assert again["best_fold"] == summary["best_fold"]
-        assert again["folds"] == summary["folds"]
+        assert again.metrics == summary.metrics
+        assert again.best_fold == summary.best_fold
+        assert again.folds == summary.folds
 
 
 class TestInterruptedRun:
@@ -138,20 +139,20 @@ class TestInterruptedRun:
             run_kfold(_config(demo_root, out, stop_at_step=2), progress=lambda message: None)
 
         assert (excinfo.value.n_succeeded, excinfo.value.n_folds) == (0, K)
-        assert [f["fold_id"] for f in excinfo.value.failed] == list(range(K))
+        assert [f.fold_id for f in excinfo.value.failed] == list(range(K))
         assert not (out / "summary.json").exists()
         for result in _fold_results(out):
             assert (result["status"], result["steps"]) == ("interrupted", 2)
 
         summary = run_kfold(_config(demo_root, out), progress=lambda message: None)
 
-        assert summary["totals"]["n_succeeded"] == K
+        assert summary.totals.n_succeeded == K
         for result in _fold_results(out):
             assert result["status"] == "ok"
             assert result["resumed_from_step"] == 2
             assert (result["steps_this_run"], result["steps"]) == (2, 4)
         # Resume is sample-exact: the same numbers as the run that was never interrupted.
-        assert summary["metrics"] == finished_run[1]["metrics"]
+        assert summary.metrics == finished_run[1].metrics
 
 
 class TestParallelRun:
@@ -160,10 +161,10 @@ class TestParallelRun:
     ):
         summary = run_kfold(_config(demo_root, tmp_path / "run", parallel=2), progress=lambda message: None)
 
-        assert summary["totals"]["n_succeeded"] == K
-        assert summary["metrics"] == finished_run[1]["metrics"]
-        assert summary["best_fold"] == finished_run[1]["best_fold"]
-        assert [(f["fold_id"], f["repeat"], f["index"]) for f in summary["folds"]] == [(0, 0, 0), (1, 0, 1)]
+        assert summary.totals.n_succeeded == K
+        assert summary.metrics == finished_run[1].metrics
+        assert summary.best_fold == finished_run[1].best_fold
+        assert [(f.fold_id, f.repeat, f.index) for f in summary.folds] == [(0, 0, 0), (1, 0, 1)]
 
 
 class TestBadInput:

@@ -389,9 +389,13 @@ class TestValidation:
                 {"holdout_fraction": 0.5}, r"holdout_fraction must be less than 0.5", id="holdout-half"
             ),
             pytest.param(
-                {"holdout_fraction": float("nan")}, r"holdout_fraction must be a finite number", id="holdout-nan"
+                {"holdout_fraction": float("nan")},
+                r"holdout_fraction must be a finite number",
+                id="holdout-nan",
             ),
-            pytest.param({"holdout_fraction": "0.1"}, r"holdout_fraction must be a finite number", id="holdout-str"),
+            pytest.param(
+                {"holdout_fraction": "0.1"}, r"holdout_fraction must be a finite number", id="holdout-str"
+            ),
             pytest.param({"shuffle": "yes"}, r"shuffle must be true or false", id="shuffle-str"),
             pytest.param(
                 {"stratify_by_task": 1}, r"stratify_by_task must be true or false", id="stratify-int"

@@ -14,8 +14,19 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from lerobot_kfold.training import CheckpointMismatchError, train_fold, wandb_run_id
+from lerobot_kfold.fold_state import FoldState
+from lerobot_kfold.results import FoldResult
+from lerobot_kfold.rollout import RolloutMetrics
+from lerobot_kfold.training import (
+    CheckpointMismatchError,
+    LoopOutcome,
+    Resumed,
+    fold_result,
+    train_fold,
+    wandb_run_id,
+)
 from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES, FoldTrainingConfig
+from lerobot_kfold.validation import ValidationMetrics
 
 TRAIN = list(range(3, 12))
 VAL = [0, 1, 2]
@@ -102,8 +113,8 @@ class TestFoldCorrectNormalization:
         a = train_fold(_config(demo_root, tmp_path / "a", steps=2, eval_every=2), progress=_quiet)
         b = train_fold(_config(changed, tmp_path / "b", steps=2, eval_every=2), progress=_quiet)
 
-        seen_a = _normalizer_state(Path(a["checkpoints"]["last"]) / "pretrained_model")
-        seen_b = _normalizer_state(Path(b["checkpoints"]["last"]) / "pretrained_model")
+        seen_a = _normalizer_state(Path(a.checkpoints["last"]) / "pretrained_model")
+        seen_b = _normalizer_state(Path(b.checkpoints["last"]) / "pretrained_model")
         assert seen_a.keys() == seen_b.keys()
         for key in seen_a:
             np.testing.assert_array_equal(seen_a[key], seen_b[key], err_msg=key)
@@ -112,36 +123,107 @@ class TestFoldCorrectNormalization:
         assert action_means
         assert not np.allclose(action_means[0], original_stats["action"]["mean"])
         # The held-out data did change, so validation sees it.
-        assert a["metrics"]["val_l1"] != b["metrics"]["val_l1"]
+        assert a.metrics["val_l1"] != b.metrics["val_l1"]
+
+
+class TestFoldResultBuilding:
+    """How a fold's result is made from its training state (no training needed)."""
+
+    def _state(self) -> FoldState:
+        state = FoldState(resume_key={}, train_seconds=2.0, last_train_loss=0.125)
+        state.record_validation(4, ValidationMetrics(0.3, 1.2, [0.3, 0.3, 0.3, 0.3], 40))
+        state.record_validation(8, ValidationMetrics(0.2, 0.8, [0.1, 0.3, 0.2, 0.2], 40))
+        state.record_validation(12, ValidationMetrics(0.25, 1.0, [0.2, 0.3, 0.3, 0.2], 40))
+        return state
+
+    def test_metrics_are_the_last_validation_with_the_best_one_beside_it(self, tmp_path):
+        config = _config(tmp_path / "data", tmp_path / "fold")
+        result = fold_result(
+            config, self._state(), LoopOutcome("ok", 12, 6), device="cpu", resumed_from=6, wall_s=3.5
+        )
+        assert result.metrics == {"val_l1": 0.25, "val_l1_normalized": 1.0, "best_val_l1": 0.2}
+        assert (result.best_step, result.best_val_mae_per_dim) == (8, [0.1, 0.3, 0.2, 0.2])
+        assert result.val_mae_per_dim == [0.2, 0.3, 0.3, 0.2]
+        assert [p["step"] for p in result.learning_curve] == [4, 8, 12]
+        assert (result.steps, result.steps_this_run, result.resumed_from_step) == (12, 6, 6)
+        assert (result.train_seconds, result.steps_per_s, result.wall_s) == (2.0, 6.0, 3.5)
+        assert (result.fold_id, result.train_episodes, result.val_episodes) == (0, TRAIN, VAL)
+        assert result.resume_key == config.resume_key()
+        assert result.checkpoints == {
+            "last": "",
+            "best": str(tmp_path / "fold" / "best" / "pretrained_model"),
+        }
+        assert result.sim is None
+
+    def test_simulator_rollouts_add_their_metrics_and_details(self, tmp_path):
+        rollout = RolloutMetrics(0.5, 120.0, 2, [100, 101], [True, False], 1.0)
+        result = fold_result(
+            _config(tmp_path / "data", tmp_path / "fold"),
+            self._state(),
+            LoopOutcome("ok", 12, 12),
+            device="cpu",
+            resumed_from=None,
+            wall_s=3.5,
+            rollout=rollout,
+        )
+        assert list(result.metrics) == [
+            "val_l1",
+            "val_l1_normalized",
+            "best_val_l1",
+            "sim_success_rate",
+            "sim_mean_episode_length",
+        ]
+        assert (result.metrics["sim_success_rate"], result.sim) == (0.5, rollout.as_dict())
+
+    def test_a_run_stopped_before_its_first_validation_has_no_metrics(self, tmp_path):
+        state = FoldState(resume_key={})
+        result = fold_result(
+            _config(tmp_path / "data", tmp_path / "fold"),
+            state,
+            LoopOutcome("interrupted", 2, 2),
+            device="cpu",
+            resumed_from=None,
+            wall_s=1.0,
+        )
+        assert (result.status, result.metrics, result.val_mae_per_dim, result.steps_per_s) == (
+            "interrupted",
+            {},
+            None,
+            None,
+        )
+
+    def test_resumed_from_is_the_checkpoint_step_only_when_there_was_one(self, tmp_path):
+        state = FoldState(resume_key={})
+        assert Resumed(state, 0, None).resumed_from is None
+        assert Resumed(state, 6, tmp_path / "checkpoints" / "000006").resumed_from == 6
 
 
 class TestValidation:
     def test_result_reports_validation_in_action_units_with_a_learning_curve(self, demo_root, tmp_path):
         result = train_fold(_config(demo_root, tmp_path / "fold"), progress=_quiet)
-        assert result["status"] == "ok"
-        assert result["steps"] == 12
-        assert [p["step"] for p in result["learning_curve"]] == [4, 8, 12]
-        metrics = result["metrics"]
+        assert result.status == "ok"
+        assert result.steps == 12
+        assert [p["step"] for p in result.learning_curve] == [4, 8, 12]
+        metrics = result.metrics
         assert metrics["val_l1"] > 0 and metrics["val_l1_normalized"] > 0
-        assert metrics["best_val_l1"] == min(p["val_l1"] for p in result["learning_curve"])
-        assert len(result["val_mae_per_dim"]) == 4
+        assert metrics["best_val_l1"] == min(p["val_l1"] for p in result.learning_curve)
+        assert len(result.val_mae_per_dim) == 4
         # The overall L1 is the frame-weighted mean over dimensions (every dimension has the same mask).
-        assert metrics["val_l1"] == pytest.approx(np.mean(result["val_mae_per_dim"]), rel=1e-5)
-        assert result["train_episodes"] == TRAIN and result["val_episodes"] == VAL
-        json.dumps(result, allow_nan=False)
+        assert metrics["val_l1"] == pytest.approx(np.mean(result.val_mae_per_dim), rel=1e-5)
+        assert result.train_episodes == TRAIN and result.val_episodes == VAL
+        json.dumps(result.to_dict(), allow_nan=False)
+        assert FoldResult.from_json_file(tmp_path / "fold" / "result.json") == result
 
     def test_best_and_last_checkpoints_load_with_lerobot(self, demo_root, tmp_path):
         from lerobot.policies.act.modeling_act import ACTPolicy
 
         result = train_fold(_config(demo_root, tmp_path / "fold"), progress=_quiet)
-        best = Path(result["checkpoints"]["best"])
-        last = Path(result["checkpoints"]["last"]) / "pretrained_model"
+        best = Path(result.checkpoints["best"])
+        last = Path(result.checkpoints["last"]) / "pretrained_model"
         for model_dir in (best, last):
             policy = ACTPolicy.from_pretrained(model_dir)
             assert policy.config.chunk_size == 10
-        assert (
-            Path(result["checkpoints"]["last"]) / "training_state" / "optimizer_state.safetensors"
-        ).is_file()
+        assert (Path(result.checkpoints["last"]) / "training_state" / "optimizer_state.safetensors").is_file()
 
 
 class TestOnACudaMachine:
@@ -193,7 +275,7 @@ class TestWandb:
             run_id=self.AIRFLOW_RUN,
         )
         result = train_fold(config)
-        assert result["status"] == "ok"
+        assert result.status == "ok"
         assert list((tmp_path / "fold" / "wandb").glob("offline-run-*-fold-0"))
 
 
@@ -207,17 +289,17 @@ class TestResume:
             _config(demo_root, tmp_path / "resumed", policy_overrides=overrides, stop_at_step=6),
             progress=_quiet,
         )
-        assert interrupted["status"] == "interrupted" and interrupted["steps"] == 6
+        assert interrupted.status == "interrupted" and interrupted.steps == 6
         resumed = train_fold(
             _config(demo_root, tmp_path / "resumed", policy_overrides=overrides), progress=_quiet
         )
 
-        assert resumed["resumed_from_step"] == 6
-        assert resumed["steps_this_run"] == 6
-        assert resumed["metrics"] == full["metrics"]
-        assert resumed["learning_curve"] == full["learning_curve"]
-        assert resumed["final_train_loss"] == full["final_train_loss"]
-        assert resumed["val_mae_per_dim"] == full["val_mae_per_dim"]
+        assert resumed.resumed_from_step == 6
+        assert resumed.steps_this_run == 6
+        assert resumed.metrics == full.metrics
+        assert resumed.learning_curve == full.learning_curve
+        assert resumed.final_train_loss == full.final_train_loss
+        assert resumed.val_mae_per_dim == full.val_mae_per_dim
 
     def test_finished_fold_is_not_trained_again(self, demo_root, tmp_path):
         first = train_fold(_config(demo_root, tmp_path / "fold", steps=4), progress=_quiet)

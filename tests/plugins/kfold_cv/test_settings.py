@@ -58,7 +58,9 @@ class TestFromMapping:
             pytest.param({"epochs": 3}, "unknown setting", id="unknown"),
             pytest.param({"K": 3}, "did you mean 'k'", id="typo"),
             pytest.param({"timeout_s": 5}, "timeout_s must be at least 60", id="timeout"),
-            pytest.param({"policy_overrides": "[1]"}, "policy_overrides must be a JSON object", id="overrides"),
+            pytest.param(
+                {"policy_overrides": "[1]"}, "policy_overrides must be a JSON object", id="overrides"
+            ),
         ],
     )
     def test_rejects_with_a_message_naming_the_setting(self, values: dict, message: str) -> None:
