@@ -113,9 +113,9 @@ def _local_root(dataset: Any) -> str:
 
 
 def cmd_train_fold(args: argparse.Namespace) -> int:
-    from lerobot_kfold.runner import fold_output_dir
+    from lerobot_kfold import jobs, storage
+    from lerobot_kfold.results import FoldResult
     from lerobot_kfold.splits import read_plan
-    from lerobot_kfold.training import train_fold
     from lerobot_kfold.training_config import fold_config
 
     training, evaluation = _group(args, "training"), _group(args, "evaluation")
@@ -124,21 +124,20 @@ def cmd_train_fold(args: argparse.Namespace) -> int:
     root = args.root or plan.dataset.root
     if not root:
         raise ValueError("the plan names no dataset root; pass --root.")
-    output_dir = (
-        Path(args.output_dir) if args.output_dir else fold_output_dir(Path(args.plan).parent, fold.fold_id)
-    )
+    output_dir = args.output_dir or storage.fold_folder(str(Path(args.plan).parent), fold.fold_id)
     config = fold_config(
         training,
         evaluation,
         fold,
-        dataset_root=root,
+        dataset_root=str(Path(root).resolve()),
         repo_id=plan.dataset.repo_id,
-        output_dir=str(output_dir),
+        output_dir=str(Path(output_dir).resolve()),
         seed=plan.config.seed,
         run_id=args.run_id,
         torch_threads=args.torch_threads,
     )
-    result = train_fold(config, progress=_progress)
+    jobs.train_fold(config.to_dict(), say=_progress)
+    result = FoldResult.from_json_file(config.output_path / storage.RESULT_FILE)
     _print_json(result.to_dict())
     return 0 if result.ok else EXIT_FOLDS_FAILED
 
@@ -289,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:
-        from lerobot_kfold.runner import quiet_third_party_logs
+        from lerobot_kfold.jobs import quiet_third_party_logs
 
         quiet_third_party_logs()
     try:

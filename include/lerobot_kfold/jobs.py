@@ -1,11 +1,14 @@
-"""The units of work of a k-fold run, as plain functions of JSON-ready arguments.
+"""The k-fold pipeline: its four steps as functions, the only pipeline there is.
 
-Why a module of its own: the same bodies run as Modal functions (``modal_app`` wraps them and commits
-the Volume) and inside the Airflow worker for the local backend, so both backends take the same inputs
-and give results of the same shape. Paths in the arguments are storage paths (see ``storage``).
+Why one module: the same bodies run as Modal functions (``modal_app`` wraps them and commits the
+Volume), inside the Airflow worker for the local backend, and in the CLI's ``run`` (``runner`` maps
+``train_fold`` over a process pool). Every caller gets the same inputs, results and folder layout
+(``storage``). Arguments that cross Modal or XCom are JSON-ready dicts; paths are storage paths.
 
-- ``prepare_dataset``: fetch a hub dataset once into storage (or check one already there) and return
-  what fold planning needs. k folds then read the same copy instead of downloading it k times.
+- ``prepare_dataset``: fetch a hub dataset once into storage (or check one already there) and describe
+  it for planning. k folds then read the same copy instead of downloading it k times.
+- ``plan_run``: the fold plan and one training config per fold, from the run's settings.
+- ``record_plan``: write ``plan.json`` into the run folder, refusing a folder that holds another plan.
 - ``train_fold``: train and validate one fold; its folder holds checkpoints, ``result.json`` and, when
   it fails, ``error.json``.
 - ``aggregate``: read every fold's result from storage, summarize, write the summary files and report.
@@ -20,22 +23,24 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lerobot_kfold import dataset_info, storage
 from lerobot_kfold.aggregate import AggregateConfig, summarize, write_outputs
 from lerobot_kfold.atomic_io import write_json_atomic
 from lerobot_kfold.results import FoldResult
-from lerobot_kfold.splits import FoldPlan, write_plan
+from lerobot_kfold.splits import DatasetIdentity, EpisodeInfo, FoldPlan, plan_folds, read_plan, write_plan
+from lerobot_kfold.storage import ERROR_FILE, PLAN_FILE, RESULT_FILE, fold_folder
 from lerobot_kfold.training_config import FoldTrainingConfig
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from lerobot_kfold.run_settings import RunSettings
 
-PLAN_FILE = "plan.json"
-FOLDS_DIR = "folds"
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.json"
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
 # Keys of a fold result that go back to the orchestrator (XCom); the full result stays in result.json.
 _RESULT_KEYS = (
     "fold_id",
@@ -51,6 +56,7 @@ _RESULT_KEYS = (
     "resumed_from_step",
     "final_train_loss",
 )
+__all__ = ["ERROR_FILE", "PLAN_FILE", "RESULT_FILE", "fold_folder"]
 
 
 def progress(message: str) -> None:
@@ -58,9 +64,50 @@ def progress(message: str) -> None:
     print(message, file=sys.stdout, flush=True)
 
 
-def fold_folder(run_folder: str, fold_id: int) -> str:
-    """Storage path of one fold's folder inside a run folder."""
-    return f"{run_folder}/{FOLDS_DIR}/fold_{fold_id:03d}"
+def quiet_third_party_logs() -> None:
+    """Keep a job's output to our own progress lines (datasets prints a bar per parquet map)."""
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover - datasets is a lerobot dependency
+        pass
+    for name in ("lerobot", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # lerobot probes torchcodec (needs a system FFmpeg) and logs a 40-line traceback when it is missing;
+    # every dataset here is read with the pyav backend, so the probe's failure is irrelevant.
+    logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """What planning needs to know of a dataset in storage (``prepare_dataset``'s result)."""
+
+    dataset_root: str
+    repo_id: str
+    fingerprint: str | None
+    num_episodes: int
+    fps: float | None
+    features: list[str]
+    episodes: list[dict[str, Any]]
+
+    def identity(self) -> DatasetIdentity:
+        return DatasetIdentity(
+            repo_id=self.repo_id,
+            root=self.dataset_root,
+            fingerprint=self.fingerprint,
+            num_episodes=self.num_episodes,
+        )
+
+    def episode_infos(self) -> list[EpisodeInfo]:
+        return [EpisodeInfo(e["index"], e["task"], e["length"]) for e in self.episodes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreparedDataset:
+        return cls(**data)
 
 
 def prepare_dataset(
@@ -68,6 +115,7 @@ def prepare_dataset(
     repo_id: str = "",
     revision: str = "",
     policy_type: str = "act",
+    say: Progress = progress,
 ) -> dict[str, Any]:
     """Make the dataset available in storage and describe it for fold planning.
 
@@ -76,15 +124,13 @@ def prepare_dataset(
     unless a complete copy is already there; the copy appears atomically, so concurrent or retried
     calls never see half a dataset. The policy's feature needs are checked here, before any GPU is paid.
     """
-    from lerobot_kfold.runner import quiet_third_party_logs
-
     quiet_third_party_logs()
     if not dataset_root and not repo_id:
         raise ValueError("give dataset_root (a LeRobot dataset folder) or repo_id (a hub dataset id)")
     location = dataset_root or storage.dataset_folder(repo_id)
     root = storage.resolve(location)
     if not dataset_root and not (root / "meta" / "info.json").is_file():
-        _fetch_from_hub(repo_id, revision or None, root)
+        _fetch_from_hub(repo_id, revision or None, root, say)
     root = dataset_info.check_dataset_root(root)
     dataset_info.check_policy_features(root, policy_type)
     identity = dataset_info.dataset_identity(root, repo_id or None)
@@ -92,27 +138,28 @@ def prepare_dataset(
         {"index": e.index, "task": e.task, "length": e.length} for e in dataset_info.episode_infos(root)
     ]
     info = dataset_info.read_info(root)
-    progress(
+    say(
         f"dataset {identity.repo_id}: {len(episodes)} episodes at {root} (fingerprint {identity.fingerprint})"
     )
-    return {
-        "dataset_root": location,
-        "repo_id": identity.repo_id,
-        "fingerprint": identity.fingerprint,
-        "num_episodes": identity.num_episodes,
-        "fps": info.get("fps"),
-        "features": sorted(info.get("features", {})),
-        "episodes": episodes,
-    }
+    prepared = PreparedDataset(
+        dataset_root=location,
+        repo_id=identity.repo_id,
+        fingerprint=identity.fingerprint,
+        num_episodes=identity.num_episodes,
+        fps=info.get("fps"),
+        features=sorted(info.get("features", {})),
+        episodes=episodes,
+    )
+    return prepared.to_dict()
 
 
-def _fetch_from_hub(repo_id: str, revision: str | None, target: Path) -> None:
+def _fetch_from_hub(repo_id: str, revision: str | None, target: Path, say: Progress) -> None:
     from huggingface_hub import snapshot_download
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        progress(f"fetching dataset {repo_id} ({revision or 'main'}) from the hub into {target}")
+        say(f"fetching dataset {repo_id} ({revision or 'main'}) from the hub into {target}")
         snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision, local_dir=staging)
         try:
             staging.rename(target)
@@ -123,14 +170,84 @@ def _fetch_from_hub(repo_id: str, revision: str | None, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def train_fold(config: dict[str, Any], on_checkpoint: Callable[[int], None] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run's fold plan, one training config per fold, and how to aggregate them."""
+
+    plan: FoldPlan
+    folds: list[FoldTrainingConfig]
+    aggregation: AggregateConfig
+
+    def describe(self) -> str:
+        split = self.plan.config
+        return (
+            f"planned {self.plan.num_folds} folds over {self.plan.dataset.num_episodes} episodes "
+            f"(k={split.k}, repeats={split.repeats}, held out {len(self.plan.holdout_episodes)}), "
+            f"plan {self.plan.content_hash()[:12]}"
+        )
+
+
+def plan_run(
+    settings: RunSettings,
+    dataset: PreparedDataset,
+    run_folder: str,
+    run_id: str | None,
+    **execution: Any,
+) -> PlannedRun:
+    """Plan the folds over the prepared dataset's episodes and configure each fold's training.
+
+    ``execution`` (e.g. ``torch_threads``) sets how the folds run, not what they train.
+    """
+    plan = plan_folds(dataset.episode_infos(), settings.split, dataset.identity())
+    folds = [
+        settings.fold_config(
+            fold,
+            dataset_root=dataset.dataset_root,
+            repo_id=dataset.repo_id,
+            output_dir=fold_folder(run_folder, fold.fold_id),
+            run_id=run_id,
+            **execution,
+        )
+        for fold in plan.folds
+    ]
+    return PlannedRun(plan=plan, folds=folds, aggregation=settings.aggregation)
+
+
+def record_plan(run_folder: str, plan: FoldPlan) -> Path:
+    """Write ``plan.json`` into the run folder, or find the same plan there (a resumed run).
+
+    A folder that holds another plan (other settings, another dataset) is refused before anything is
+    written: its folds belong to that plan, and mixing them would average results of two plans.
+    """
+    path = storage.resolve(run_folder) / PLAN_FILE
+    if path.is_file():
+        try:
+            existing = read_plan(path)
+        except ValueError as exc:
+            raise ValueError(
+                f"{path} is not a readable fold plan ({exc}); use another output folder"
+            ) from exc
+        if existing.content_hash() != plan.content_hash():
+            raise ValueError(
+                f"{path.parent} holds another run's plan (hash {existing.content_hash()[:12]}, "
+                f"{existing.num_folds} folds; this run's is {plan.content_hash()[:12]}, {plan.num_folds} "
+                "folds): use a new output folder, or the same settings and dataset to resume that run"
+            )
+        return path
+    return write_plan(plan, path)
+
+
+def train_fold(
+    config: dict[str, Any],
+    on_checkpoint: Callable[[int], None] | None = None,
+    say: Progress = progress,
+) -> dict[str, Any]:
     """Train one fold from a FoldTrainingConfig dict whose paths are storage paths.
 
     Re-running on the same output folder resumes from its last checkpoint, or returns the finished
     result. A failure leaves ``error.json`` in the fold folder (for aggregation) and re-raises, so the
     orchestrator sees a failed task. Returns the fold result without its learning curve.
     """
-    from lerobot_kfold.runner import quiet_third_party_logs
     from lerobot_kfold.training import train_fold as train
 
     quiet_third_party_logs()
@@ -139,7 +256,7 @@ def train_fold(config: dict[str, Any], on_checkpoint: Callable[[int], None] | No
     fold.output_dir = str(storage.resolve(fold.output_dir))
     error_file = Path(fold.output_dir) / ERROR_FILE
     try:
-        result = train(fold, progress=progress, on_checkpoint=on_checkpoint)
+        result = train(fold, progress=say, on_checkpoint=on_checkpoint)
     except Exception as exc:
         failure = FoldResult.failed(
             fold.fold_id,
@@ -178,6 +295,7 @@ def aggregate(
     aggregation: dict[str, Any] | None = None,
     run_id: str | None = None,
     fold_results: Sequence[dict[str, Any] | None] | None = None,
+    say: Progress = progress,
 ) -> dict[str, Any]:
     """Summarize a run from the fold folders in storage and write the summary files and report.
 
@@ -194,7 +312,7 @@ def aggregate(
     fold_plan = FoldPlan.from_dict(plan)
     run_dir = storage.resolve(run_folder)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_plan(fold_plan, run_dir / PLAN_FILE)
+    record_plan(run_folder, fold_plan)
     received = None
     if fold_results is not None:
         received = {int(r["fold_id"]) for r in fold_results if r and r.get("status") == "ok"}
@@ -217,8 +335,6 @@ def aggregate(
         dataset={"repo_id": fold_plan.dataset.repo_id, "fingerprint": fold_plan.dataset.fingerprint},
     )
     paths = write_outputs(summary, results, run_dir)
-    progress(
-        f"aggregated {summary.totals.n_succeeded}/{summary.totals.n_folds} folds -> {paths['summary_json']}"
-    )
+    say(f"aggregated {summary.totals.n_succeeded}/{summary.totals.n_folds} folds -> {paths['summary_json']}")
     summary = dataclasses.replace(summary, run_folder=run_folder, outputs=paths)
     return summary.to_dict(include_folds=False)

@@ -1,50 +1,39 @@
-"""Run a whole k-fold cross-validation on this machine: plan, train every fold, aggregate.
+"""Run a whole k-fold cross-validation on this machine: the pipeline's steps, folds in a process pool.
 
-This is the local backend in library form. Folds run one after another, or ``parallel`` at a time in
-separate processes (each with its own torch thread budget, so they do not fight over cores). A fold that
-raises does not stop the others: it becomes a failed fold result, and aggregation decides (through
+This is the local backend in library form, and the body of the CLI's ``run``. It calls the same steps as
+the DAG (``jobs``: prepare the dataset, plan, record the plan, train each fold, aggregate), so it writes
+exactly the layout a DAG run writes (see ``storage``). Folds run one after another, or ``parallel`` at a
+time in separate processes (each with its own torch thread budget, so they do not fight over cores). A
+fold that fails does not stop the others: it leaves ``error.json``, and aggregation decides (through
 ``min_successful_folds``) whether the run as a whole may be summarized.
-
-Run folder layout::
-
-    plan.json                 the fold manifest (hashed)
-    folds/fold_000/           each fold's checkpoints, best model and result.json
-    summary.json folds.csv report.png report.html
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
+import json
 import os
 import sys
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from lerobot_kfold import dataset_info
-from lerobot_kfold.aggregate import summarize, write_outputs
-from lerobot_kfold.results import CVSummary, FoldResult
+from lerobot_kfold import jobs
+from lerobot_kfold.results import CVSummary
 from lerobot_kfold.run_settings import RunSettings
-from lerobot_kfold.splits import FoldPlan, plan_folds, write_plan
-from lerobot_kfold.training_config import FoldTrainingConfig
 
-log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-PLAN_FILE = "plan.json"
-FOLDS_DIR = "folds"
 
 
 @dataclass
 class KFoldRunConfig:
     """A whole local k-fold run."""
 
-    # Every run setting (dataset, split, training, evaluation, aggregation).
+    # Every run setting (dataset, split, training, evaluation, aggregation). Paths are local paths.
     settings: RunSettings
     # Folder for the plan, the folds and the summary. Re-running on it resumes unfinished folds.
     output_dir: str
@@ -54,6 +43,8 @@ class KFoldRunConfig:
     run_id: str | None = None
     # torch threads per fold; None: the CPU cores shared among the parallel folds.
     torch_threads: int | None = None
+    # Stop every fold (after checkpointing) at this step, as a preemption would. For tests and drills.
+    stop_at_step: int | None = None
 
     def __post_init__(self) -> None:
         self.output_dir = str(self.output_dir)
@@ -62,45 +53,10 @@ class KFoldRunConfig:
         if self.run_id is None:
             self.run_id = Path(self.output_dir).resolve().name
 
-    @property
-    def dataset_root(self) -> str:
-        return self.settings.dataset.dataset_root
-
-
-def fold_output_dir(run_dir: Path, fold_id: int) -> Path:
-    return run_dir / FOLDS_DIR / f"fold_{fold_id:03d}"
-
-
-def plan_run(config: KFoldRunConfig) -> FoldPlan:
-    """Check the dataset and plan the folds (nothing is trained)."""
-    config.settings.check_policy()
-    root = dataset_info.check_dataset_root(config.dataset_root)
-    dataset_info.check_policy_features(root, config.settings.training.policy_type)
-    identity = dataset_info.dataset_identity(root)
-    return plan_folds(dataset_info.episode_infos(root), config.settings.split, identity)
-
-
-def train_fold_safely(fold_config: dict[str, Any], annotations: dict[str, Any]) -> FoldResult:
-    """Train one fold and never raise: an exception becomes a failed fold result with its error.
-
-    A top-level function so it can run in a worker process. ``annotations`` (repeat, index) are set on
-    the result whether the fold succeeded or not.
-    """
-    from lerobot_kfold.training import train_fold
-
-    quiet_third_party_logs()
-    try:
-        config = FoldTrainingConfig.from_dict(fold_config)
-        return dataclasses.replace(train_fold(config, progress=_print_progress), **annotations)
-    except Exception as exc:
-        log.debug("fold %s failed", fold_config.get("fold_id"), exc_info=True)
-        return FoldResult.failed(
-            fold_config["fold_id"],
-            annotations.get("repeat"),
-            annotations.get("index"),
-            f"{type(exc).__name__}: {exc}",
-            traceback.format_exc(limit=20),
-        )
+    def threads_per_fold(self) -> int | None:
+        if self.torch_threads is None and self.parallel > 1:
+            return max(1, (os.cpu_count() or 1) // self.parallel)
+        return self.torch_threads
 
 
 def _print_progress(message: str) -> None:
@@ -108,81 +64,86 @@ def _print_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def quiet_third_party_logs() -> None:
-    """Keep a fold's output to our own progress lines (datasets prints a bar per parquet map)."""
-    try:
-        import datasets
+def plan_run(config: KFoldRunConfig, say: Progress = _print_progress) -> jobs.PlannedRun:
+    """Check the settings and the dataset, and plan the folds (nothing is written or trained)."""
+    config.settings.check_policy()
+    root = str(Path(config.settings.dataset.dataset_root).resolve())  # storage paths: absolute ones
+    dataset = jobs.PreparedDataset.from_dict(
+        jobs.prepare_dataset(root, policy_type=config.settings.training.policy_type, say=say)
+    )
+    run_folder = str(Path(config.output_dir).resolve())
+    return jobs.plan_run(
+        config.settings,
+        dataset,
+        run_folder,
+        config.run_id,
+        torch_threads=config.threads_per_fold(),
+        stop_at_step=config.stop_at_step,
+    )
 
-        datasets.disable_progress_bars()
-    except ImportError:  # pragma: no cover - datasets is a lerobot dependency
-        pass
-    for name in ("lerobot", "datasets", "accelerate"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # lerobot probes torchcodec (needs a system FFmpeg) and logs a 40-line traceback when it is missing;
-    # every dataset here is read with the pyav backend, so the probe's failure is irrelevant.
-    logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
+
+def train_fold_in_process(fold_config: dict[str, Any]) -> dict[str, Any]:
+    """One fold through ``jobs.train_fold``, never raising: a failure is reported by its status.
+
+    A top-level function so it can run in a worker process. The failure itself is in the fold's
+    ``error.json``, which aggregation reads.
+    """
+    jobs.quiet_third_party_logs()
+    try:
+        return jobs.train_fold(fold_config, say=_print_progress)
+    except Exception as exc:  # the fold failed; the others go on
+        return {
+            "fold_id": fold_config["fold_id"],
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+        }
+
+
+def train_folds(folds: Sequence[dict[str, Any]], parallel: int, say: Progress) -> list[dict[str, Any]]:
+    """Every fold, ``parallel`` at a time; their compact results in fold order."""
+    results: list[dict[str, Any]] = []
+
+    def collect(result: dict[str, Any]) -> None:
+        results.append(result)
+        count = f"{len(results)}/{len(folds)}"
+        if result["status"] != "ok":
+            say(f"fold {result['fold_id']} {result['status']} ({count}): {result.get('error')}")
+            return
+        metrics = result["metrics"]
+        success = metrics.get("sim_success_rate")
+        extra = "" if success is None else f", success {success:.0%}"
+        val_l1 = f"val L1 {metrics['val_l1']:.5f}"
+        say(f"fold {result['fold_id']} done ({count}): {val_l1}{extra}, {result['wall_s']:.0f}s")
+
+    if parallel == 1:
+        for fold in folds:
+            collect(train_fold_in_process(fold))
+    else:
+        # spawn: torch and MuJoCo are not fork-safe once initialised.
+        with ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(train_fold_in_process, fold) for fold in folds]):
+                collect(future.result())
+    return sorted(results, key=lambda r: r["fold_id"])
 
 
 def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> CVSummary:
     """Plan, train every fold and aggregate. Returns the summary, with the output file paths."""
     say = progress or _print_progress
     started = time.perf_counter()
-    run_dir = Path(config.output_dir)
-    plan = plan_run(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_plan(plan, run_dir / PLAN_FILE)
-    split = config.settings.split
-    say(
-        f"planned {plan.num_folds} folds over {plan.dataset.num_episodes} episodes "
-        f"(k={split.k}, repeats={split.repeats}, hold-out {len(plan.holdout_episodes)}) "
-        f"-> {run_dir / PLAN_FILE}"
+    planned = plan_run(config, say)
+    run_folder = str(Path(config.output_dir).resolve())
+    plan_file = jobs.record_plan(run_folder, planned.plan)
+    say(f"{planned.describe()} -> {plan_file}")
+    results = train_folds([fold.to_dict() for fold in planned.folds], config.parallel, say)
+    compact = jobs.aggregate(
+        run_folder,
+        planned.plan.to_dict(),
+        dataclasses.asdict(planned.aggregation),
+        config.run_id,
+        fold_results=results,
+        say=say,
     )
-    threads = config.torch_threads
-    if config.parallel > 1 and threads is None:
-        threads = max(1, (os.cpu_count() or 1) // config.parallel)
-    jobs = [
-        (
-            config.settings.fold_config(
-                fold,
-                dataset_root=config.dataset_root,
-                repo_id=plan.dataset.repo_id,
-                output_dir=str(fold_output_dir(run_dir, fold.fold_id)),
-                run_id=config.run_id,
-                torch_threads=threads,
-            ).to_dict(),
-            {"repeat": fold.repeat, "index": fold.index},
-        )
-        for fold in plan.folds
-    ]
-    results: list[FoldResult] = []
-
-    def collect(result: FoldResult) -> None:
-        results.append(result)
-        count = f"{len(results)}/{len(jobs)}"
-        if not result.ok:
-            say(f"fold {result.fold_id} {result.status} ({count}): {result.error}")
-            return
-        metrics = result.metrics
-        extra = f", success {metrics['sim_success_rate']:.0%}" if "sim_success_rate" in metrics else ""
-        val_l1 = metrics.get("val_l1", float("nan"))
-        say(f"fold {result.fold_id} done ({count}): val L1 {val_l1:.5f}{extra}, {result.wall_s or 0:.0f}s")
-
-    if config.parallel == 1:
-        for fold_config, annotations in jobs:
-            collect(train_fold_safely(fold_config, annotations))
-    else:
-        # spawn: torch and MuJoCo are not fork-safe once initialised.
-        with ProcessPoolExecutor(max_workers=config.parallel, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(train_fold_safely, c, a) for c, a in jobs]
-            for future in as_completed(futures):
-                collect(future.result())
-
-    results.sort(key=lambda r: r.fold_id)
-    summary = summarize(
-        results, config.settings.aggregation, expected_folds=plan.num_folds, run_id=config.run_id
+    summary = CVSummary.from_dict(json.loads(Path(compact["outputs"]["summary_json"]).read_text()))
+    return dataclasses.replace(
+        summary, outputs=compact["outputs"], wall_s=round(time.perf_counter() - started, 2)
     )
-    summary = dataclasses.replace(
-        summary, plan_hash=plan.content_hash(), wall_s=round(time.perf_counter() - started, 2)
-    )
-    paths = write_outputs(summary, results, run_dir)
-    return dataclasses.replace(summary, outputs=paths)

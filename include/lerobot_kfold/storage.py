@@ -9,7 +9,10 @@ mount point, and a local install defaults to ``~/lerobot-kfold``.
 Layout under the root::
 
     datasets/<owner>/<name>/          datasets fetched from the hub (once, shared by all folds)
-    runs/<dag id>/<run id>/           one k-fold run: plan.json, folds/fold_NNN/, summary files
+    runs/<dag id>/<run id>/<group>/   one k-fold run of a DAG (the CLI's run folder has the same layout):
+        plan.json                     the fold plan (hashed manifest)
+        folds/fold_NNN/               one fold: checkpoints/, best/, result.json or error.json
+        summary.json folds.csv report.png report.html
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ from pathlib import Path
 STORAGE_ENV = "LEROBOT_KFOLD_STORAGE"
 DATASETS_DIR = "datasets"
 RUNS_DIR = "runs"
+# Inside a run folder (the CLI's and a DAG run's alike).
+PLAN_FILE = "plan.json"
+FOLDS_DIR = "folds"
+# Inside a fold folder: the finished result, or the error of its last failed try.
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.json"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -63,3 +72,8 @@ def dataset_folder(repo_id: str) -> str:
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"dataset repo id must look like 'owner/name', got {repo_id!r}")
     return "/".join([DATASETS_DIR, *(safe_name(p) for p in parts)])
+
+
+def fold_folder(run_folder: str, fold_id: int) -> str:
+    """Path of one fold's folder inside a run folder (a storage path or a local one)."""
+    return f"{run_folder}/{FOLDS_DIR}/fold_{fold_id:03d}"

@@ -37,6 +37,7 @@ from lerobot_kfold import checkpoints, dataset_info, fold_data
 from lerobot_kfold.atomic_io import write_json_atomic
 from lerobot_kfold.fold_state import FoldState
 from lerobot_kfold.results import INTERRUPTED, OK, FoldResult
+from lerobot_kfold.storage import RESULT_FILE
 from lerobot_kfold.training_config import FoldTrainingConfig
 from lerobot_kfold.validation import validate
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
 Progress = Callable[[str], None]
 
 

@@ -138,43 +138,23 @@ def kfold_cross_validation(
         def plan(settings: dict[str, Any], run_folder: str, dataset: dict[str, Any]) -> list[dict[str, Any]]:
             """One training config per fold (the mapped list); the aggregation inputs as a second XCom."""
             from lerobot_kfold import jobs
-            from lerobot_kfold.splits import DatasetIdentity, EpisodeInfo, plan_folds
 
             context = get_current_context()
             cv = CVSettings.from_mapping(settings)
-            identity = DatasetIdentity(
-                repo_id=dataset["repo_id"],
-                root=dataset["dataset_root"],
-                fingerprint=dataset["fingerprint"],
-                num_episodes=dataset["num_episodes"],
+            threads = (
+                max(1, (os.cpu_count() or 1) // max_parallel_folds) if cv.compute.backend == "local" else None
             )
-            episodes = [EpisodeInfo(e["index"], e["task"], e["length"]) for e in dataset["episodes"]]
-            fold_plan = plan_folds(episodes, cv.run.split, identity)
-            local = cv.compute.backend == "local"
-            threads = max(1, (os.cpu_count() or 1) // max_parallel_folds) if local else None
-            run_id = f"{context['dag_run'].dag_id}/{context['dag_run'].run_id}"
-            fold_kwargs = [
-                {
-                    "config": cv.run.fold_config(
-                        fold,
-                        dataset_root=dataset["dataset_root"],
-                        repo_id=dataset["repo_id"],
-                        output_dir=jobs.fold_folder(run_folder, fold.fold_id),
-                        run_id=run_id,
-                        torch_threads=threads,
-                    ).to_dict()
-                }
-                for fold in fold_plan.folds
-            ]
-            split = cv.run.split
-            print(
-                f"planned {fold_plan.num_folds} folds over {identity.num_episodes} episodes "
-                f"(k={split.k}, repeats={split.repeats}, held out {len(fold_plan.holdout_episodes)}), "
-                f"plan {fold_plan.content_hash()[:12]}"
+            planned = jobs.plan_run(
+                cv.run,
+                jobs.PreparedDataset.from_dict(dataset),
+                run_folder,
+                f"{context['dag_run'].dag_id}/{context['dag_run'].run_id}",
+                torch_threads=threads,
             )
-            context["ti"].xcom_push(key="manifest", value=fold_plan.to_dict())
-            context["ti"].xcom_push(key="aggregation", value=dataclasses.asdict(cv.run.aggregation))
-            return fold_kwargs
+            print(planned.describe())
+            context["ti"].xcom_push(key="manifest", value=planned.plan.to_dict())
+            context["ti"].xcom_push(key="aggregation", value=dataclasses.asdict(planned.aggregation))
+            return [{"config": fold.to_dict()} for fold in planned.folds]
 
         planned = plan(validated["settings"], validated["run_folder"], prepared.output)
 

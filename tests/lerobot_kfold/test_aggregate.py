@@ -68,22 +68,27 @@ class TestConfig:
         assert (cfg.selection_metric, cfg.selection_mode, cfg.min_successful_folds, cfg.confidence) == (
             "val_l1",
             "min",
-            None,
+            0,
             0.95,
         )
+        assert cfg.required_folds(5) == 5, "0 means every fold"
+
+    def test_the_direction_follows_the_metric(self):
+        assert AggregateConfig(selection_metric="sim_success_rate").selection_mode == "max"
+        assert AggregateConfig(selection_metric="best_val_l1").selection_mode == "min"
 
     @pytest.mark.parametrize(
         ("kwargs", "match"),
         [
-            pytest.param({"selection_metric": ""}, "selection_metric", id="empty-metric"),
-            pytest.param({"selection_mode": "lowest"}, "'min'", id="bad-mode"),
-            pytest.param({"min_successful_folds": 0}, "positive integer", id="min-folds-zero"),
-            pytest.param({"min_successful_folds": True}, "positive integer", id="min-folds-bool"),
-            pytest.param({"min_successful_folds": 2.0}, "positive integer", id="min-folds-float"),
-            pytest.param({"confidence": 1.0}, "between 0 and 1", id="confidence-one"),
-            pytest.param({"confidence": 0.0}, "between 0 and 1", id="confidence-zero"),
-            pytest.param({"confidence": 95}, "between 0 and 1", id="confidence-percent"),
-            pytest.param({"confidence": float("nan")}, "between 0 and 1", id="confidence-nan"),
+            pytest.param({"selection_metric": ""}, "selection_metric must be one of", id="empty-metric"),
+            pytest.param({"selection_metric": "val_l2"}, "selection_metric must be one of", id="unknown"),
+            pytest.param({"min_successful_folds": -1}, "at least 0", id="min-folds-negative"),
+            pytest.param({"min_successful_folds": True}, "an integer", id="min-folds-bool"),
+            pytest.param({"min_successful_folds": 2.5}, "an integer", id="min-folds-float"),
+            pytest.param({"confidence": 1.0}, "less than 1", id="confidence-one"),
+            pytest.param({"confidence": 0.0}, "greater than 0", id="confidence-zero"),
+            pytest.param({"confidence": 95}, "less than 1", id="confidence-percent"),
+            pytest.param({"confidence": float("nan")}, "finite number", id="confidence-nan"),
         ],
     )
     def test_invalid_values_raise_with_hint(self, kwargs, match):
@@ -183,7 +188,7 @@ class TestBestFold:
             fold(1, val_l1=0.2, sim_success_rate=0.1),
             fold(2, val_l1=0.1, sim_success_rate=0.3),
         ]
-        s = summarize(results, AggregateConfig(selection_metric=metric, selection_mode=mode))
+        s = summarize(results, AggregateConfig(selection_metric=metric))
         assert s.best_fold == BestFold(
             fold_id=best_id, repeat=0, index=best_id, metric=metric, mode=mode, value=best_value
         )
@@ -210,7 +215,7 @@ class TestFailedFolds:
 
     @pytest.mark.parametrize(
         ("min_ok", "required"),
-        [pytest.param(None, 3, id="default-all-folds"), pytest.param(3, 3, id="explicit-three")],
+        [pytest.param(0, 3, id="default-all-folds"), pytest.param(3, 3, id="explicit-three")],
     )
     def test_too_few_successes_raise(self, min_ok, required):
         results = [fold(0, val_l1=1.0), fold(1, "failed", error="boom: disk full"), fold(2, val_l1=3.0)]
@@ -301,7 +306,8 @@ class TestSteps:
         folds = aggregate.classify_folds(
             {0: fold(0, val_l1=0.2), 1: fold(1, val_l1=0.1), 2: fold(2, "failed")}, []
         )
-        assert aggregate.best_fold(folds, AggregateConfig(selection_mode="max")).fold_id == 0
+        folds.rows[0].metrics["sim_success_rate"], folds.rows[1].metrics["sim_success_rate"] = 0.7, 0.2
+        assert aggregate.best_fold(folds, AggregateConfig(selection_metric="sim_success_rate")).fold_id == 0
         assert aggregate.best_fold(folds, AggregateConfig()).value == 0.1
 
     def test_count_totals(self):
@@ -315,9 +321,9 @@ class TestSelectionMetric:
     def test_absent_everywhere_lists_available_metrics(self):
         results = [fold(i, val_l1=1.0, sim_success_rate=0.5) for i in range(2)]
         with pytest.raises(
-            MissingMetricError, match=r"'val_l2'.*available metrics: sim_success_rate, val_l1"
+            MissingMetricError, match=r"'best_val_l1'.*available metrics: sim_success_rate, val_l1"
         ):
-            summarize(results, AggregateConfig(selection_metric="val_l2"))
+            summarize(results, AggregateConfig(selection_metric="best_val_l1"))
 
     def test_present_only_in_failed_fold_is_absent(self):
         results = [fold(0, a=1.0), dataclasses.replace(fold(1, val_l1=1.0), status="failed", error="x")]

@@ -11,9 +11,8 @@ import pytest
 from lerobot_kfold import jobs
 from lerobot_kfold.aggregate import NotEnoughFoldsError
 from lerobot_kfold.dataset_info import DatasetError, dataset_identity, episode_infos
-from lerobot_kfold.runner import TrainingParams
-from lerobot_kfold.splits import SplitConfig, plan_folds
-from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES
+from lerobot_kfold.run_settings import RunSettings
+from lerobot_kfold.splits import FoldPlan, SplitConfig, plan_folds
 
 
 @pytest.fixture
@@ -56,18 +55,42 @@ class TestPrepareDataset:
             jobs.prepare_dataset(dataset_root="datasets/nowhere")
 
 
-def _fold_configs(stored: str, storage: Path, run_folder: str, **overrides) -> list[dict]:
-    root = storage / stored
-    plan = plan_folds(episode_infos(root), SplitConfig(k=2, seed=0), dataset_identity(root))
-    params = TrainingParams(
-        policy_overrides=dict(DEMO_ACT_OVERRIDES),
-        **{"steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8, "torch_threads": 1, **overrides},
-    )
-    configs = [
-        params.fold_config(jobs.fold_folder(run_folder, f.fold_id), stored, f, "local/demo", "run").to_dict()
-        for f in plan.folds
-    ]
-    return plan, configs
+def _settings(stored: str, **overrides) -> RunSettings:
+    training = {"steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
+    return RunSettings.from_mapping({"dataset_root": stored, "k": 2, **training, **overrides})
+
+
+def _fold_configs(stored: str, storage: Path, run_folder: str, **overrides) -> tuple[FoldPlan, list[dict]]:
+    dataset = jobs.PreparedDataset.from_dict(jobs.prepare_dataset(dataset_root=stored))
+    planned = jobs.plan_run(_settings(stored, **overrides), dataset, run_folder, "run", torch_threads=1)
+    return planned.plan, [fold.to_dict() for fold in planned.folds]
+
+
+class TestPlanRun:
+    def test_one_config_per_fold_under_the_run_folder_with_the_plans_seed(self, stored_demo, storage):
+        plan, configs = _fold_configs(stored_demo, storage, "runs/d/r", seed=7)
+        assert [c["output_dir"] for c in configs] == ["runs/d/r/folds/fold_000", "runs/d/r/folds/fold_001"]
+        assert {c["seed"] for c in configs} == {7} and plan.config.seed == 7
+        assert [c["val_episodes"] for c in configs] == [list(f.val_episodes) for f in plan.folds]
+        assert {c["dataset_root"] for c in configs} == {stored_demo}, "storage paths travel"
+        assert not (storage / "runs").exists(), "planning writes nothing"
+
+
+class TestRecordPlan:
+    def test_writes_the_plan_once_and_accepts_the_same_plan_again(self, stored_demo, storage):
+        plan, _ = _fold_configs(stored_demo, storage, "runs/d/r")
+        path = jobs.record_plan("runs/d/r", plan)
+        first = path.read_bytes()
+        assert jobs.record_plan("runs/d/r", plan) == path and path.read_bytes() == first
+
+    def test_refuses_a_folder_holding_another_plan_and_leaves_it_as_it_was(self, stored_demo, storage):
+        plan, _ = _fold_configs(stored_demo, storage, "runs/d/r")
+        other, _ = _fold_configs(stored_demo, storage, "runs/d/r", k=3)
+        path = jobs.record_plan("runs/d/r", plan)
+        before = path.read_bytes()
+        with pytest.raises(ValueError, match="holds another run's plan"):
+            jobs.record_plan("runs/d/r", other)
+        assert path.read_bytes() == before
 
 
 @pytest.mark.slow

@@ -17,9 +17,10 @@ import pytest
 from lerobot_kfold.aggregate import NotEnoughFoldsError
 from lerobot_kfold.dataset_info import DatasetError
 from lerobot_kfold.results import CVSummary
-from lerobot_kfold.runner import KFoldRunConfig, TrainingParams, fold_output_dir, run_kfold
-from lerobot_kfold.splits import SplitConfig, read_plan
-from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES
+from lerobot_kfold.run_settings import RunSettings
+from lerobot_kfold.runner import KFoldRunConfig, run_kfold
+from lerobot_kfold.splits import read_plan
+from lerobot_kfold.storage import fold_folder
 from tests.conftest import DEMO_EPISODES
 
 K = 2
@@ -27,31 +28,29 @@ K = 2
 HOLDOUT_FRACTION = 0.2
 
 
-def _params(**kwargs: Any) -> TrainingParams:
-    options: dict[str, Any] = {
-        "policy_overrides": dict(DEMO_ACT_OVERRIDES),
-        "steps": 4,
-        "batch_size": 8,
-        "eval_every": 2,
-        "save_every": 2,
-        "torch_threads": 1,
-    }
-    options.update(kwargs)
-    return TrainingParams(**options)
+# Tiny training of the demo ACT (the "small" preset), one torch thread per fold.
+TRAINING = {"steps": 4, "batch_size": 8, "eval_every": 2, "save_every": 2}
 
 
-def _config(root: Path, out: Path, *, parallel: int = 1, **training: Any) -> KFoldRunConfig:
+def _settings(root: Path, **overrides: Any) -> RunSettings:
+    values = {"dataset_root": str(root), "k": K, "holdout_fraction": HOLDOUT_FRACTION, **TRAINING}
+    return RunSettings.from_mapping({**values, **overrides})
+
+
+def _config(root: Path, out: Path, *, parallel: int = 1, stop_at_step: int | None = None) -> KFoldRunConfig:
     return KFoldRunConfig(
-        dataset_root=str(root),
+        settings=_settings(root),
         output_dir=str(out),
-        split=SplitConfig(k=K, seed=0, holdout_fraction=HOLDOUT_FRACTION),
-        training=_params(**training),
         parallel=parallel,
+        torch_threads=1,
+        stop_at_step=stop_at_step,
     )
 
 
 def _fold_results(out: Path) -> list[dict[str, Any]]:
-    return [json.loads((fold_output_dir(out, fold_id) / "result.json").read_text()) for fold_id in range(K)]
+    return [
+        json.loads((Path(fold_folder(str(out), fold_id)) / "result.json").read_text()) for fold_id in range(K)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +106,15 @@ class TestFinishedRun:
             assert (out / name).is_file(), name
         assert summary.outputs["summary_json"] == str(out / "summary.json")
         assert summary.plan_hash == read_plan(out / "plan.json").content_hash()
-        assert messages[0].startswith(f"planned {K} folds over {DEMO_EPISODES} episodes")
+        planned = [m for m in messages if m.startswith("planned ")]
+        assert planned and planned[0].startswith(f"planned {K} folds over {DEMO_EPISODES} episodes")
         assert len([m for m in messages if m.startswith("fold ") and " done " in m]) == K
 
 
 class TestRerun:
     def test_rerunning_reuses_finished_folds_and_gives_the_same_summary(self, demo_root, finished_run):
         out, summary, _ = finished_run
-        result_files = [fold_output_dir(out, i) / "result.json" for i in range(K)]
+        result_files = [Path(fold_folder(str(out), i)) / "result.json" for i in range(K)]
         mtimes = [f.stat().st_mtime_ns for f in result_files]
         checkpoints = [sorted(p.name for p in (f.parent / "checkpoints").iterdir()) for f in result_files]
 
@@ -168,31 +168,33 @@ class TestParallelRun:
 
 
 class TestBadInput:
-    @pytest.mark.parametrize(
-        ("kwargs", "name"),
-        [
-            pytest.param({"steps": 0}, "steps", id="zero-steps"),
-            pytest.param({"batch_size": 0}, "batch_size", id="zero-batch-size"),
-            pytest.param({"eval_every": -1}, "eval_every", id="negative-eval-every"),
-            pytest.param({"learning_rate": 0.0}, "learning_rate", id="zero-learning-rate"),
-            pytest.param({"device": "tpu"}, "device", id="unknown-device"),
-            pytest.param({"steps": 4, "stop_at_step": 5}, "stop_at_step", id="stop-after-the-end"),
-        ],
-    )
-    def test_training_params_reject_a_bad_value_at_construction(self, kwargs, name):
-        with pytest.raises(ValueError, match=name):
-            TrainingParams(**kwargs)
-
-    def test_training_params_reject_an_unknown_policy_override_at_construction(self):
+    def test_an_unknown_policy_override_fails_before_anything_is_written(self, demo_root, tmp_path):
+        config = KFoldRunConfig(
+            settings=_settings(demo_root, policy_overrides={"dim_modle": 64}),
+            output_dir=str(tmp_path / "run"),
+        )
         with pytest.raises(ValueError, match="dim_modle"):
-            TrainingParams(policy_overrides={"dim_modle": 64})
+            run_kfold(config, progress=lambda message: None)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_an_output_folder_of_another_plan_is_refused_with_nothing_written(
+        self, demo_root, tmp_path, finished_run
+    ):
+        out = tmp_path / "run"
+        shutil.copytree(finished_run[0], out)
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        config = KFoldRunConfig(settings=_settings(demo_root, k=3), output_dir=str(out), torch_threads=1)
+        with pytest.raises(ValueError, match="holds another run's plan"):
+            run_kfold(config, progress=lambda message: None)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
     def test_run_config_rejects_fewer_than_one_parallel_fold(self, tmp_path):
         with pytest.raises(ValueError, match="parallel"):
-            KFoldRunConfig(dataset_root="x", output_dir=str(tmp_path / "run"), parallel=0)
+            KFoldRunConfig(settings=_settings(Path("x")), output_dir=str(tmp_path / "run"), parallel=0)
 
     def test_run_id_defaults_to_the_output_folder_name(self, tmp_path):
-        assert KFoldRunConfig(dataset_root="x", output_dir=str(tmp_path / "my-run")).run_id == "my-run"
+        config = KFoldRunConfig(settings=_settings(Path("x")), output_dir=str(tmp_path / "my-run"))
+        assert config.run_id == "my-run"
 
     def test_a_missing_dataset_fails_before_anything_is_written(self, tmp_path):
         out = tmp_path / "run"
