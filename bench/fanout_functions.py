@@ -1,12 +1,12 @@
-"""Function bodies the fake Modal control plane serves in ``bench/fanout.py`` (not part of the library).
+"""Function bodies the fake Modal control plane (``scripts/fake_modal``) serves in ``bench/fanout.py``.
 
 Stand-ins that cost no CPU, so the benchmark measures Airflow's fan-out and nothing else:
 
 - ``prepare_dataset``: synthetic episode metadata of the keys ``lerobot_kfold.jobs.prepare_dataset``
   returns (``FANOUT_EPISODES`` episodes, default 128: enough for k = 64), without any dataset.
 - ``train_fold``: sleeps ``FANOUT_FOLD_SECONDS`` (a GPU fold of T seconds), then writes a plausible
-  ``result.json`` into the fold's folder in storage, as the real fold does, and returns the compact result
-  (the keys ``jobs.train_fold`` returns).
+  ``result.json`` (today's format of ``jobs.train_fold``) into the fold's folder in storage, as the real
+  fold does, and returns it without its per-episode and per-step lists.
 - ``aggregate`` is the real app's (``lerobot_kfold.modal_app:aggregate``): it reads those result files
   and writes the summary and report.
 """
@@ -26,12 +26,7 @@ FPS = 30
 EPISODE_LENGTH = 300
 
 
-def prepare_dataset(
-    dataset_root: str = "",
-    repo_id: str = "",
-    revision: str = "",
-    policy_type: str = "act",
-) -> dict[str, Any]:
+def prepare_dataset(dataset_root: str = "", repo_id: str = "", **_others: Any) -> dict[str, Any]:
     num_episodes = int(os.environ.get(EPISODES_ENV, "128"))
     tasks = ("pick the cube", "place the cube")
     episodes = [
@@ -81,13 +76,8 @@ def train_fold(config: dict[str, Any]) -> dict[str, Any]:
         "output_dir": str(output_dir),
     }
     write_json_atomic(output_dir / jobs.RESULT_FILE, result)
-    compact = {key: result[key] for key in jobs._RESULT_KEYS if key in result}
-    compact["output_dir"] = config["output_dir"]
-    return compact
-
-
-FUNCTIONS = {
-    "lerobot-kfold/prepare_dataset": "fanout_functions:prepare_dataset",
-    "lerobot-kfold/train_fold": "fanout_functions:train_fold",
-    "lerobot-kfold/aggregate": "lerobot_kfold.modal_app:aggregate",
-}
+    # What goes back to the orchestrator (XCom): the result without its per-episode and per-step lists.
+    compact = {
+        key: v for key, v in result.items() if key not in ("train_episodes", "val_episodes", "learning_curve")
+    }
+    return {**compact, "output_dir": config["output_dir"]}
