@@ -137,7 +137,9 @@ def parse_theirs(record: RunRecord, every: int, steps: int) -> dict[str, Any]:
 def plan_fold(args: argparse.Namespace, env: dict[str, str], work: Path) -> tuple[Path, dict, float]:
     """Plan unshuffled folds; return the plan, its last fold and the eval_split that holds out that fold."""
     plan_path = work / "plan.json"
+    # The plan's seed is ours' training seed.
     cmd = [args.python, "-m", "lerobot_kfold", "plan", "--root", str(args.root), "--k", str(args.k)]
+    cmd += ["--seed", str(args.seed)]
     planned = benchlib.run_measured([*cmd, "--no-shuffle", "--output", str(plan_path)], env=env)
     if planned.returncode != 0:
         raise SystemExit(f"error: planning failed:\n{planned.tail()}")
@@ -159,7 +161,7 @@ def make_sides(args: argparse.Namespace, plan: Path, fold: dict, eval_split: flo
     a, dataset, every = args, DATASETS[args.dataset], args.steps // 10
     ours = [a.python, "-m", "lerobot_kfold", "train-fold", "--plan", str(plan), "--root", str(a.root)]
     ours += f"""--fold-id {fold["fold_id"]} --steps {a.steps} --eval-every {a.eval_every} --save-every
-        {a.save_every} --batch-size {a.batch_size} --seed {a.seed} --device {a.device} --torch-threads
+        {a.save_every} --batch-size {a.batch_size} --device {a.device} --torch-threads
         {a.threads} --chunk-size {CHUNK_SIZE} --learning-rate {LEARNING_RATE}""".split()
     ours += ["--policy-overrides", json.dumps(DEMO_ACT_OVERRIDES), *dataset.ours_flags]
 
