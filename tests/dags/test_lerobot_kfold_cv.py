@@ -177,7 +177,7 @@ class TestModalBackend:
     ) -> None:
         import modal
 
-        from tests.fake_modal.control_plane import FakeModalControlPlane
+        from scripts.fake_modal.control_plane import FakeModalControlPlane
 
         storage = tmp_path / "volume"
         plane = FakeModalControlPlane(
@@ -236,7 +236,7 @@ class TestModalBackend:
     ) -> None:
         import modal
 
-        from tests.fake_modal.control_plane import FakeModalControlPlane
+        from scripts.fake_modal.control_plane import FakeModalControlPlane
 
         with FakeModalControlPlane({}, tmp_path / "plane") as plane:
             for name, value in plane.client_env().items():

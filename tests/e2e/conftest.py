@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from scripts.airflow_local import LocalAirflow
+from scripts.fake_modal.control_plane import FakeModalControlPlane
 from tests.e2e.modal_functions import FUNCTIONS
-from tests.fake_modal.control_plane import FakeModalControlPlane
 
 MODAL_TOKEN_ID = "ak-e2e-token-id"
 MODAL_TOKEN_SECRET = "as-e2e-token-secret-5c1f0d"

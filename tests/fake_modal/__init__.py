@@ -1,1 +1,1 @@
-"""A fake Modal control plane for testing the real modal client offline (see server.py)."""
+"""Tests of the fake Modal control plane (``scripts/fake_modal``) and the functions tests register on it."""

@@ -15,7 +15,7 @@ import modal
 import modal.exception
 import pytest
 
-from tests.fake_modal.control_plane import REPO_ROOT, TOKEN_ID, TOKEN_SECRET, FakeModalControlPlane
+from scripts.fake_modal.control_plane import REPO_ROOT, TOKEN_ID, TOKEN_SECRET, FakeModalControlPlane
 
 APP = "fake-app"
 FUNCTIONS = {
@@ -208,7 +208,7 @@ class TestServerProcess:
 
     def test_runs_as_a_script(self, tmp_path):
         ready = tmp_path / "ready.txt"
-        command = [sys.executable, "tests/fake_modal/server.py", f"{APP}/echo={FUNCTIONS[f'{APP}/echo']}"]
+        command = [sys.executable, "scripts/fake_modal/server.py", f"{APP}/echo={FUNCTIONS[f'{APP}/echo']}"]
         process = subprocess.Popen(
             [*command, "--port", "0", "--ready-file", str(ready)],
             cwd=REPO_ROOT,

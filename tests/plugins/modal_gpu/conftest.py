@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import modal
 import pytest
 
-from tests.fake_modal.control_plane import FakeModalControlPlane
+from scripts.fake_modal.control_plane import FakeModalControlPlane
 from tests.plugins.modal_gpu.support import FUNCTIONS, TokenCheckingControlPlane, connection_json
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import modal
 import pytest
 
-from tests.fake_modal.control_plane import FakeModalControlPlane
+from scripts.fake_modal.control_plane import FakeModalControlPlane
 
 APP = "fake-app"
 SAMPLE_APP = "fake-sample-app"

@@ -259,7 +259,7 @@ class TestModalGPUOperatorLocalBackend:
             pytest.param("tests.fake_modal.functions.echo", "package.module:function", id="no-colon"),
             pytest.param("no_such_module_xyz:train", "cannot import", id="missing-module"),
             pytest.param("tests.fake_modal.functions:nope", "has no 'nope'", id="missing-attribute"),
-            pytest.param("tests.fake_modal.control_plane:TOKEN_ID", "not callable", id="not-callable"),
+            pytest.param("scripts.fake_modal.control_plane:TOKEN_ID", "not callable", id="not-callable"),
         ],
     )
     def test_bad_local_callable_raises_value_error(self, make_operator, local_callable, match):

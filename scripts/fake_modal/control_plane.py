@@ -1,8 +1,8 @@
-"""Start and stop the fake Modal control plane (`tests/fake_modal/server.py`) as a subprocess.
+"""Start and stop the fake Modal control plane (`scripts/fake_modal/server.py`) as a subprocess.
 
 Used by tests and benchmarks that drive the *real* modal client::
 
-    with FakeModalControlPlane({"my-app/train": "tests.fake_modal.functions:echo"}, tmp_path) as plane:
+    with FakeModalControlPlane({"my-app/train": "my_functions:echo"}, tmp_path) as plane:  # module:attr
         monkeypatch.setenv(...) for each item of plane.client_env()   # or os.environ.update in a script
         client = modal.Client.from_credentials("ak-fake", "as-fake")  # reads MODAL_SERVER_URL now
         fn = modal.Function.from_name("my-app", "train", client=client)
@@ -66,7 +66,7 @@ class FakeModalControlPlane:
         return [
             sys.executable,
             "-m",
-            "tests.fake_modal.server",
+            "scripts.fake_modal.server",
             *specs,
             "--port",
             "0",

@@ -17,8 +17,8 @@ remote exception with its type and message. Retry policies and timeouts passed t
 Every observable event is appended as one JSON line to `--events-file` (see `EventLog`), and the bound
 port is written to `--ready-file` once the server listens.
 
-Run it from the repo root: `python -m tests.fake_modal.server APP/NAME=module:attr ... --port 0
---events-file events.jsonl --ready-file ready.txt` (or `python tests/fake_modal/server.py ...`).
+Run it from the repo root: `python -m scripts.fake_modal.server APP/NAME=module:attr ... --port 0
+--events-file events.jsonl --ready-file ready.txt` (or `python scripts/fake_modal/server.py ...`).
 """
 
 from __future__ import annotations
@@ -633,7 +633,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fake_modal.server",
+        prog="python -m scripts.fake_modal.server",
         description="Fake Modal control plane for the real modal client (offline, 127.0.0.1 only).",
     )
     parser.add_argument(
@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> None:
             parse_function_spec(spec)
         except ValueError as exc:
             build_parser().error(str(exc))
-    # `python tests/fake_modal/server.py` puts tests/fake_modal on sys.path, not the repo root.
+    # `python scripts/fake_modal/server.py` puts scripts/fake_modal on sys.path, not the repo root.
     for path in (str(REPO_ROOT), os.getcwd()):
         if path not in sys.path:
             sys.path.insert(0, path)
