@@ -47,8 +47,11 @@ demo-cli: setup
 	$(PY) -m lerobot_kfold run --root $(DEMO_DATA) --record-demo 40 --output-dir $(DEMO_RUN) $(DEMO_ARGS)
 
 ## All tests, offline. Fails if no test ran.
+## System packages some tests need, installed when missing and possible (root or passwordless sudo).
+GL_PACKAGES := libegl1 libegl-mesa0 libgl1 libosmesa6
 test: setup
 	@scripts/ensure_chromium.sh
+	@scripts/ensure_system_packages.sh --for "headless camera rendering (MuJoCo EGL/OSMesa)" $(GL_PACKAGES)
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
