@@ -209,6 +209,32 @@ def convert_v21_to_v30(
     source = Path(source_root).resolve()
     target = Path(target_root).absolute()
     start = time.monotonic()
+    _check_convertible(source, target)
+    source_info = _info(source)
+
+    def record(action: str, target_info: dict[str, Any]) -> ConversionRecord:
+        return _conversion_record(action, source, target, source_info, target_info, start)
+
+    if target.exists():
+        return record("already_converted", _existing_target(target, exist_ok))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.converting-", dir=target.parent))
+    try:
+        staged = staging / "dataset"
+        _run_lerobot_converter(source, staged, data_file_size_in_mb, video_file_size_in_mb)
+        target_info = _check_converted(staged, source_info)
+        try:
+            os.rename(staged, target)  # atomic on one file system; fails if a target appeared meanwhile
+        except OSError:
+            if target.exists():  # a concurrent conversion won the race
+                return record("already_converted", _existing_target(target, exist_ok))
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record("converted", target_info)
+
+
+def _check_convertible(source: Path, target: Path) -> None:
     version = dataset_version(source)
     if version != V21:
         if version == V30:
@@ -219,56 +245,51 @@ def convert_v21_to_v30(
     if target == source or source in target.parents:
         raise ValueError(f"target {target} must be outside the source dataset {source}")
 
-    source_info = _info(source)
-    video_keys = sorted(k for k, ft in source_info["features"].items() if ft.get("dtype") == "video")
-    import lerobot
 
-    def record(action: str, target_info: dict[str, Any]) -> ConversionRecord:
-        return ConversionRecord(
-            action=action,
-            source_root=str(source),
-            target_root=str(target),
-            source_version=version,
-            target_version=target_info.get("codebase_version", ""),
-            lerobot_version=getattr(lerobot, "__version__", "unknown"),
-            total_episodes=int(target_info.get("total_episodes", 0)),
-            total_frames=int(target_info.get("total_frames", 0)),
-            video_keys=video_keys,
-            files_not_carried=_files_not_carried(source),
-            seconds=round(time.monotonic() - start, 3),
-        )
+def _existing_target(target: Path, exist_ok: bool) -> dict[str, Any]:
+    """The info of a v3.0 dataset already at the target (a retried task), else ``FileExistsError``."""
+    if exist_ok and (target / INFO_PATH).is_file() and dataset_version(target) == V30:
+        return _info(target)
+    raise FileExistsError(
+        f"{target} already exists; remove it, choose another target, or pass exist_ok=True to accept an "
+        f"existing {V30} dataset there"
+    )
 
-    def existing_target() -> ConversionRecord:
-        if exist_ok and (target / INFO_PATH).is_file() and dataset_version(target) == V30:
-            return record("already_converted", _info(target))
-        raise FileExistsError(
-            f"{target} already exists; remove it, choose another target, or pass exist_ok=True to accept an "
-            f"existing {V30} dataset there"
-        )
 
-    if target.exists():
-        return existing_target()
-
+def _run_lerobot_converter(source: Path, staged: Path, data_mb: int | None, video_mb: int | None) -> None:
+    """lerobot's conversion steps, reading ``source``, writing ``staged`` (its CLI converts in place)."""
     from lerobot.scripts import convert_dataset_v21_to_v30 as converter
 
-    data_mb = data_file_size_in_mb or converter.DEFAULT_DATA_FILE_SIZE_IN_MB
-    video_mb = video_file_size_in_mb or converter.DEFAULT_VIDEO_FILE_SIZE_IN_MB
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.converting-", dir=target.parent))
-    try:
-        staged = staging / "dataset"
-        converter.convert_info(source, staged, data_mb, video_mb)
-        converter.convert_tasks(source, staged)
-        episodes_metadata = converter.convert_data(source, staged, data_mb)
-        episodes_videos_metadata = converter.convert_videos(source, staged, video_mb)
-        converter.convert_episodes_metadata(source, staged, episodes_metadata, episodes_videos_metadata)
-        target_info = _check_converted(staged, source_info)
-        try:
-            os.rename(staged, target)  # atomic on one file system; fails if a target appeared meanwhile
-        except OSError:
-            if target.exists():  # a concurrent conversion won the race
-                return existing_target()
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return record("converted", target_info)
+    data_mb = data_mb or converter.DEFAULT_DATA_FILE_SIZE_IN_MB
+    video_mb = video_mb or converter.DEFAULT_VIDEO_FILE_SIZE_IN_MB
+    converter.convert_info(source, staged, data_mb, video_mb)
+    converter.convert_tasks(source, staged)
+    episodes_metadata = converter.convert_data(source, staged, data_mb)
+    episodes_videos_metadata = converter.convert_videos(source, staged, video_mb)
+    converter.convert_episodes_metadata(source, staged, episodes_metadata, episodes_videos_metadata)
+
+
+def _conversion_record(
+    action: str,
+    source: Path,
+    target: Path,
+    source_info: dict[str, Any],
+    target_info: dict[str, Any],
+    start: float,
+) -> ConversionRecord:
+    import lerobot
+
+    video_keys = sorted(k for k, ft in source_info["features"].items() if ft.get("dtype") == "video")
+    return ConversionRecord(
+        action=action,
+        source_root=str(source),
+        target_root=str(target),
+        source_version=source_info.get("codebase_version", ""),
+        target_version=target_info.get("codebase_version", ""),
+        lerobot_version=getattr(lerobot, "__version__", "unknown"),
+        total_episodes=int(target_info.get("total_episodes", 0)),
+        total_frames=int(target_info.get("total_frames", 0)),
+        video_keys=video_keys,
+        files_not_carried=_files_not_carried(source),
+        seconds=round(time.monotonic() - start, 3),
+    )

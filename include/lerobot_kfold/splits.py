@@ -390,8 +390,40 @@ def plan_folds(
     n = len(table)
     if n == 0:
         raise ValueError(f"no episodes given: k-fold needs at least k={config.k} episodes.")
+    index, codes, names, lengths = _canonical(table)
+    # The hold-out size follows train_test_split: ceil(fraction * n).
+    n_holdout = math.ceil(config.holdout_fraction * n)
+    _check_k_fits(config, n, n_holdout)
+    holdout = _draw_holdout(codes, n_holdout, config)
+    usable = np.ones(n, dtype=bool)
+    usable[holdout] = False
+    if config.stratify_by_task:
+        _check_task_counts(codes[usable], names, config, n_held_out=len(holdout))
 
-    # Canonical order: by episode index, so the caller's ordering never changes the plan.
+    summarize = _Summarizer(codes, names, lengths)
+    folds = [
+        fold
+        for repeat in range(config.repeats)
+        for fold in _repeat_folds(repeat, config, index, codes, usable, summarize)
+    ]
+    holdout_counts, holdout_frames = summarize(holdout)
+    if dataset.num_episodes == 0:
+        dataset = dataclasses.replace(dataset, num_episodes=n)
+    return FoldPlan(
+        dataset=dataset,
+        config=config,
+        holdout_episodes=tuple(index[holdout].tolist()),
+        folds=tuple(folds),
+        holdout_task_counts=holdout_counts,
+        holdout_frames=holdout_frames,
+    )
+
+
+def _canonical(table: EpisodeTable) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
+    """Episode indices, task codes, task names and lengths in episode-index order (duplicates refused).
+
+    Sorting first means the caller's ordering never changes the plan.
+    """
     order = np.argsort(table.index, kind="stable")
     index = table.index[order]
     repeated = index[1:][index[1:] == index[:-1]]
@@ -403,9 +435,10 @@ def plan_folds(
         )
     codes, names = _factorize(table.task[order])
     lengths = None if table.length is None else table.length[order]
+    return index, codes, names, lengths
 
-    # The hold-out size follows train_test_split: ceil(fraction * n).
-    n_holdout = math.ceil(config.holdout_fraction * n)
+
+def _check_k_fits(config: SplitConfig, n: int, n_holdout: int) -> None:
     n_usable = n - n_holdout
     if config.k > n_usable and n_holdout == 0:
         raise ValueError(
@@ -418,52 +451,43 @@ def plan_folds(
             f"minus {n_holdout} held out by holdout_fraction={config.holdout_fraction}). Lower k or "
             "holdout_fraction, or use more episodes."
         )
-    holdout = _draw_holdout(codes, n_holdout, config)
-    usable = np.ones(n, dtype=bool)
-    usable[holdout] = False
-    usable_codes = codes[usable]
-    if config.stratify_by_task:
-        _check_task_counts(usable_codes, names, config, n_held_out=len(holdout))
 
-    summarize = _Summarizer(codes, names, lengths)
+
+def _repeat_folds(
+    repeat: int,
+    config: SplitConfig,
+    index: np.ndarray,
+    codes: np.ndarray,
+    usable: np.ndarray,
+    summarize: _Summarizer,
+) -> list[Fold]:
+    """The k folds of one repeat, over the usable (not held-out) episodes."""
     usable_positions = np.flatnonzero(usable)
-    folds: list[Fold] = []
-    for repeat in range(config.repeats):
-        seed = _stream_seed(config.seed, _FOLD_STREAM + repeat) if config.shuffle else None
-        if config.stratify_by_task:
-            assignment = _stratified_assignment(usable_codes, config.k, seed)
-        else:
-            assignment = _plain_assignment(n_usable, config.k, seed)
-        for fold_index in range(config.k):
-            val = usable_positions[assignment == fold_index]
-            train = usable_positions[assignment != fold_index]
-            train_counts, train_frames = summarize(train)
-            val_counts, val_frames = summarize(val)
-            folds.append(
-                Fold(
-                    fold_id=repeat * config.k + fold_index,
-                    repeat=repeat,
-                    index=fold_index,
-                    train_episodes=tuple(index[train].tolist()),
-                    val_episodes=tuple(index[val].tolist()),
-                    train_task_counts=train_counts,
-                    val_task_counts=val_counts,
-                    train_frames=train_frames,
-                    val_frames=val_frames,
-                )
+    seed = _stream_seed(config.seed, _FOLD_STREAM + repeat) if config.shuffle else None
+    if config.stratify_by_task:
+        assignment = _stratified_assignment(codes[usable], config.k, seed)
+    else:
+        assignment = _plain_assignment(len(usable_positions), config.k, seed)
+    folds = []
+    for fold_index in range(config.k):
+        val = usable_positions[assignment == fold_index]
+        train = usable_positions[assignment != fold_index]
+        train_counts, train_frames = summarize(train)
+        val_counts, val_frames = summarize(val)
+        folds.append(
+            Fold(
+                fold_id=repeat * config.k + fold_index,
+                repeat=repeat,
+                index=fold_index,
+                train_episodes=tuple(index[train].tolist()),
+                val_episodes=tuple(index[val].tolist()),
+                train_task_counts=train_counts,
+                val_task_counts=val_counts,
+                train_frames=train_frames,
+                val_frames=val_frames,
             )
-
-    holdout_counts, holdout_frames = summarize(holdout)
-    if dataset.num_episodes == 0:
-        dataset = dataclasses.replace(dataset, num_episodes=n)
-    return FoldPlan(
-        dataset=dataset,
-        config=config,
-        holdout_episodes=tuple(index[holdout].tolist()),
-        folds=tuple(folds),
-        holdout_task_counts=holdout_counts,
-        holdout_frames=holdout_frames,
-    )
+        )
+    return folds
 
 
 def write_plan(plan: FoldPlan, path: str | os.PathLike[str]) -> Path:

@@ -54,3 +54,27 @@ def test_caps_parallel_folds_per_run_and_publishes_the_summary_asset() -> None:
         kfold_cross_validation(settings=DATA, max_parallel_folds=3, summary_asset=asset)
     assert dag.get_task("kfold_cv.train_fold").partial_kwargs["max_active_tis_per_dagrun"] == 3
     assert dag.get_task("kfold_cv.publish_summary").outlets == [asset]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        pytest.param(
+            {"summary_asset": "lerobot-kfold://x"}, "summary_asset must be an airflow.sdk.Asset", id="asset"
+        ),
+        pytest.param({"fold_retries": -1}, "fold_retries must be an integer >= 0", id="retries"),
+        pytest.param({"deferrable": "no"}, "deferrable must be True or False", id="deferrable"),
+        pytest.param(
+            {"max_parallel_folds": 2.5}, "max_parallel_folds must be an integer >= 1", id="parallel"
+        ),
+        pytest.param(
+            {"max_parallel_folds": 0}, "max_parallel_folds must be an integer >= 1", id="parallel-0"
+        ),
+        pytest.param({"poll_interval": 0}, "poll_interval must be a number", id="poll"),
+        pytest.param({"app_name": ""}, "app_name must be a non-empty string", id="app"),
+        pytest.param({"settings": [("k", 3)]}, "settings must be a dict", id="settings"),
+    ],
+)
+def test_bad_factory_arguments_fail_when_the_dag_is_parsed(arguments: dict, message: str) -> None:
+    with _dag("bad-arguments"), pytest.raises(ValueError, match=message):
+        kfold_cross_validation(**{"settings": DATA, **arguments})
