@@ -145,6 +145,30 @@ def _short_error(error: Any) -> str:
     return text
 
 
+# Parts of a fold's resume key that differ between the folds of one run.
+_PER_FOLD_KEYS = {"fold_id", "train_episodes", "val_episodes", "output_dir"}
+
+
+def check_one_run(fold_results: Sequence[FoldResult]) -> None:
+    """Refuse results of different runs (other settings or another dataset) before they are averaged.
+
+    The folds of one run share everything in their resume key but the fold itself.
+    """
+    keyed = [(r, r.resume_key) for r in fold_results if isinstance(r.resume_key, dict)]
+    if not keyed:
+        return
+    first, reference = keyed[0]
+    shared = {k: v for k, v in reference.items() if k not in _PER_FOLD_KEYS}
+    for result, key in keyed[1:]:
+        other = {k: v for k, v in key.items() if k not in _PER_FOLD_KEYS}
+        differing = sorted(k for k in shared.keys() | other.keys() if shared.get(k) != other.get(k))
+        if differing:
+            raise ValueError(
+                f"fold {result.fold_id} and fold {first.fold_id} are results of different runs (they differ "
+                f"in {', '.join(differing)}); aggregate the folds of one run, or pass each run's folder"
+            )
+
+
 def summarize(
     fold_results: Sequence[FoldResult],
     config: AggregateConfig | None = None,

@@ -17,6 +17,7 @@ from typing import Any
 
 from lerobot_kfold.declared import add_options, build, given_options
 from lerobot_kfold.run_settings import GROUPS, RunSettings
+from lerobot_kfold.storage import check_path_text
 
 EXIT_BAD_INPUT = 2
 EXIT_FOLDS_FAILED = 3
@@ -50,8 +51,17 @@ def _add_setting_options(parser: argparse.ArgumentParser, groups: Sequence[str])
 
 
 def _given(args: argparse.Namespace, groups: Sequence[str]) -> dict[str, Any]:
-    """The settings of ``groups`` given on the command line, as text."""
-    return {name: value for group in groups for name, value in given_options(args, GROUPS[group][0]).items()}
+    """The settings of ``groups`` given on the command line, as text.
+
+    A dataset folder on the command line is taken from the current folder (the library takes relative
+    paths under the storage root), so it becomes absolute here.
+    """
+    values = {
+        name: value for group in groups for name, value in given_options(args, GROUPS[group][0]).items()
+    }
+    if values.get("dataset_root"):
+        values["dataset_root"] = os.path.abspath(check_path_text("dataset_root", values["dataset_root"]))
+    return values
 
 
 def _group(args: argparse.Namespace, group: str) -> Any:
@@ -68,6 +78,13 @@ def _add_execution_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--torch-threads", type=_positive_int, default=None, help="torch threads per fold (default: torch's)"
     )
+
+
+def _path(text: str) -> str:
+    try:
+        return check_path_text("the path", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("the path ")) from None
 
 
 def _positive_int(text: str) -> int:
@@ -134,6 +151,7 @@ def cmd_train_fold(args: argparse.Namespace) -> int:
         output_dir=str(Path(output_dir).resolve()),
         seed=plan.config.seed,
         run_id=args.run_id,
+        dataset_fingerprint=plan.dataset.fingerprint,
         torch_threads=args.torch_threads,
     )
     jobs.train_fold(config.to_dict(), say=_progress)
@@ -143,7 +161,7 @@ def cmd_train_fold(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from lerobot_kfold.aggregate import summarize, write_outputs
+    from lerobot_kfold.aggregate import check_one_run, summarize, write_outputs
     from lerobot_kfold.results import FoldResult
 
     aggregation = _group(args, "aggregation")
@@ -159,6 +177,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError(f"no result.json files found under {args.results}.")
     results = [FoldResult.from_json_file(p) for p in paths]
+    check_one_run(results)
     summary = summarize(results, aggregation, expected_folds=args.expected_folds, run_id=args.run_id)
     outputs = write_outputs(summary, results, args.output_dir)
     _print_json({**summary.to_dict(), "outputs": outputs})
@@ -229,37 +248,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-dataset", help="record the SO-101 simulator demo dataset")
-    p.add_argument("--root", required=True, help="folder to create (must not exist)")
+    p.add_argument("--root", type=_path, required=True, help="folder to create (must not exist)")
     p.add_argument("--episodes", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", action="store_true", help="add a 64x64 camera image (needs EGL or OSMesa)")
     p.set_defaults(func=cmd_demo_dataset)
 
     p = sub.add_parser("plan", help="plan episode folds; prints the JSON manifest")
-    p.add_argument("--output", help="also write the manifest to this file")
+    p.add_argument("--output", type=_path, help="also write the manifest to this file")
     _add_setting_options(p, PLAN_GROUPS)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train-fold", help="train and validate one fold of a plan; prints its result JSON")
-    p.add_argument("--plan", required=True, help="plan.json written by 'plan --output'")
+    p.add_argument("--plan", type=_path, required=True, help="plan.json written by 'plan --output'")
     p.add_argument("--fold-id", type=int, required=True)
-    p.add_argument("--root", help="dataset folder on this machine (default: the one named in the plan)")
-    p.add_argument("--output-dir", help="fold folder (default: folds/fold_NNN beside the plan)")
+    p.add_argument(
+        "--root", type=_path, help="dataset folder on this machine (default: the one named in the plan)"
+    )
+    p.add_argument("--output-dir", type=_path, help="fold folder (default: folds/fold_NNN beside the plan)")
     p.add_argument("--run-id", default=None)
     _add_setting_options(p, FOLD_GROUPS)
     _add_execution_options(p)
     p.set_defaults(func=cmd_train_fold)
 
     p = sub.add_parser("aggregate", help="summarize fold results; writes summary.json, folds.csv, report")
-    p.add_argument("results", nargs="+", help="result.json files or folders containing them")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("results", type=_path, nargs="+", help="result.json files or folders containing them")
+    p.add_argument("--output-dir", type=_path, required=True)
     p.add_argument("--expected-folds", type=_positive_int, default=None, help="count missing folds as failed")
     p.add_argument("--run-id", default=None)
     _add_setting_options(p, AGGREGATE_GROUPS)
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("run", help="the whole k-fold locally: plan, train every fold, aggregate")
-    p.add_argument("--output-dir", required=True, help="run folder (re-running resumes unfinished folds)")
+    p.add_argument(
+        "--output-dir", type=_path, required=True, help="run folder (re-running resumes unfinished folds)"
+    )
     p.add_argument(
         "--record-demo",
         type=_positive_int,

@@ -66,6 +66,53 @@ def check_dataset_root(root: str | Path) -> Path:
     return root
 
 
+def check_dataset_files(root: str | Path) -> Path:
+    """Every data and video file the episode table names is there, non-empty, and parquet files open.
+
+    Why: lerobot reads these lazily, and a missing file makes it try the hub (failing on the offline
+    flag, naming no file) after training has started. Checked from the metadata alone, in seconds.
+    """
+    root = check_dataset_root(root)
+    info = read_info(root)
+    table = load_episode_table(root)
+    for path in sorted(_referenced_files(root, info, table)):
+        if not path.is_file():
+            raise DatasetError(
+                f"{path} is missing: the dataset at {root} is incomplete (copy it again, or re-fetch it)."
+            )
+        if path.stat().st_size == 0:
+            raise DatasetError(f"{path} is empty: the dataset at {root} is truncated (copy it again).")
+        if path.suffix == ".parquet":
+            try:
+                pq.read_metadata(path)
+            except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for truncated files
+                raise DatasetError(
+                    f"{path} is not a readable parquet file ({exc}); copy the dataset again."
+                ) from exc
+    return root
+
+
+def _referenced_files(root: Path, info: dict[str, Any], table: pd.DataFrame) -> set[Path]:
+    """The data files (and video files, for video features) of every episode, from info.json's templates."""
+    files: set[Path] = set()
+    templates = {"data": info.get("data_path")}
+    if info.get("video_path"):
+        for key, spec in info["features"].items():
+            if spec.get("dtype") == "video":
+                templates[f"videos/{key}"] = info["video_path"]
+    for prefix, template in templates.items():
+        chunk, file = f"{prefix}/chunk_index", f"{prefix}/file_index"
+        if not template or chunk not in table or file not in table:
+            continue
+        video_key = prefix.removeprefix("videos/")
+        for chunk_index, file_index in set(zip(table[chunk], table[file], strict=True)):
+            relative = template.format(
+                chunk_index=int(chunk_index), file_index=int(file_index), video_key=video_key
+            )
+            files.add(root / relative)
+    return files
+
+
 def read_info(root: str | Path) -> dict[str, Any]:
     """``meta/info.json`` of a checked dataset root."""
     return json.loads((check_dataset_root(root) / "meta" / "info.json").read_text())
@@ -102,6 +149,19 @@ def fingerprint(root: str | Path) -> str:
     for index, tasks, length in zip(table["episode_index"], table["tasks"], table["length"], strict=True):
         digest.update(f"{int(index)}|{'|'.join(map(str, tasks))}|{int(length)}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def check_fingerprint(root: str | Path, expected: str | None) -> None:
+    """The dataset at ``root`` is the one a plan was made from (when the plan recorded a fingerprint)."""
+    if expected is None:
+        return
+    actual = fingerprint(root)
+    if actual != expected:
+        raise DatasetError(
+            f"the dataset at {root} (fingerprint {actual}) is not the one the plan was made from "
+            f"(fingerprint {expected}): its episodes or metadata differ. Re-plan on this dataset, or "
+            "pass the dataset the plan names."
+        )
 
 
 def dataset_identity(root: str | Path, repo_id: str | None = None) -> DatasetIdentity:

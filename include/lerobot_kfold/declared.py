@@ -253,7 +253,9 @@ def build(cls: type, values: Mapping[str, Any], *, text: bool = False, **fixed: 
 
 
 def from_edge(name: str, value: Any, spec: Spec) -> Any:
-    """A value as the form or XCom carry it, in its kind: objects arrive as JSON text."""
+    """A value as the form or XCom carry it, in its kind: objects arrive as JSON text (or null)."""
+    if spec.kind is dict and value is None:
+        return {}
     if spec.kind is dict and isinstance(value, str):
         return parse_json_object(name, value)
     return value
@@ -262,7 +264,7 @@ def from_edge(name: str, value: Any, spec: Spec) -> Any:
 def edge_value(value: Any, spec: Spec) -> Any:
     """A setting's value as the form and XCom carry it: scalars as they are, objects as JSON text."""
     if spec.kind is dict:
-        return json.dumps(value, sort_keys=True) if value else ""
+        return json.dumps(value, sort_keys=True)
     return value
 
 
@@ -272,7 +274,9 @@ def edge_value(value: Any, spec: Spec) -> Any:
 def json_schema(spec: Spec) -> dict[str, Any]:
     """The JSON schema of one setting (the trigger form's validation), with the declared limits."""
     json_type = _JSON_TYPES[spec.kind]
-    schema: dict[str, Any] = {"type": [json_type, "null"] if spec.nullable else json_type}
+    # An object's text may be cleared in the form (the UI refuses to submit an empty required field).
+    nullable = spec.nullable or spec.kind is dict
+    schema: dict[str, Any] = {"type": [json_type, "null"] if nullable else json_type}
     for key, bound in (
         ("minimum", spec.minimum),
         ("maximum", spec.maximum),

@@ -30,10 +30,21 @@ from typing import TYPE_CHECKING, Any
 from lerobot_kfold import dataset_info, storage
 from lerobot_kfold.aggregate import AggregateConfig, summarize, write_outputs
 from lerobot_kfold.atomic_io import write_json_atomic
+from lerobot_kfold.declared import build
+from lerobot_kfold.demo import read_demo_metadata
+from lerobot_kfold.fold_folder import ForeignFolderError
 from lerobot_kfold.results import FoldResult
-from lerobot_kfold.splits import DatasetIdentity, EpisodeInfo, FoldPlan, plan_folds, read_plan, write_plan
+from lerobot_kfold.splits import (
+    DatasetIdentity,
+    EpisodeInfo,
+    Fold,
+    FoldPlan,
+    plan_folds,
+    read_plan,
+    write_plan,
+)
 from lerobot_kfold.storage import ERROR_FILE, PLAN_FILE, RESULT_FILE, fold_folder
-from lerobot_kfold.training_config import FoldTrainingConfig
+from lerobot_kfold.training_config import FoldTrainingConfig, TrainingSettings
 
 if TYPE_CHECKING:
     from lerobot_kfold.run_settings import RunSettings
@@ -90,6 +101,8 @@ class PreparedDataset:
     fps: float | None
     features: list[str]
     episodes: list[dict[str, Any]]
+    # Recorded from the simulator (closed-loop evaluation needs it).
+    simulator: bool = False
 
     def identity(self) -> DatasetIdentity:
         return DatasetIdentity(
@@ -115,6 +128,7 @@ def prepare_dataset(
     repo_id: str = "",
     revision: str = "",
     policy_type: str = "act",
+    training: dict[str, Any] | None = None,
     say: Progress = progress,
 ) -> dict[str, Any]:
     """Make the dataset available in storage and describe it for fold planning.
@@ -122,7 +136,9 @@ def prepare_dataset(
     With ``dataset_root`` the dataset must already be there (a storage path: relative paths live under
     the storage root). With only ``repo_id`` it is fetched from the hub into ``datasets/<owner>/<name>``
     unless a complete copy is already there; the copy appears atomically, so concurrent or retried
-    calls never see half a dataset. The policy's feature needs are checked here, before any GPU is paid.
+    calls never see half a dataset. Checked here, before any GPU is paid: every data file is there and
+    readable, the dataset has the features the policy needs, and, given the run's ``training`` settings
+    (flat, as XCom carries them), lerobot can build that policy for this dataset.
     """
     quiet_third_party_logs()
     if not dataset_root and not repo_id:
@@ -131,9 +147,13 @@ def prepare_dataset(
     root = storage.resolve(location)
     if not dataset_root and not (root / "meta" / "info.json").is_file():
         _fetch_from_hub(repo_id, revision or None, root, say)
-    root = dataset_info.check_dataset_root(root)
+    root = dataset_info.check_dataset_files(root)
     dataset_info.check_policy_features(root, policy_type)
     identity = dataset_info.dataset_identity(root, repo_id or None)
+    if training is not None:
+        from lerobot_kfold.policy_config import check_policy_builds
+
+        check_policy_builds(build(TrainingSettings, training), str(root), identity.repo_id)
     episodes = [
         {"index": e.index, "task": e.task, "length": e.length} for e in dataset_info.episode_infos(root)
     ]
@@ -149,6 +169,7 @@ def prepare_dataset(
         fps=info.get("fps"),
         features=sorted(info.get("features", {})),
         episodes=episodes,
+        simulator=read_demo_metadata(root) is not None,
     )
     return prepared.to_dict()
 
@@ -199,6 +220,7 @@ def plan_run(
     ``execution`` (e.g. ``torch_threads``) sets how the folds run, not what they train.
     """
     plan = plan_folds(dataset.episode_infos(), settings.split, dataset.identity())
+    check_data_supports(settings, dataset, plan)
     folds = [
         settings.fold_config(
             fold,
@@ -206,11 +228,35 @@ def plan_run(
             repo_id=dataset.repo_id,
             output_dir=fold_folder(run_folder, fold.fold_id),
             run_id=run_id,
+            dataset_fingerprint=plan.dataset.fingerprint,
             **execution,
         )
         for fold in plan.folds
     ]
     return PlannedRun(plan=plan, folds=folds, aggregation=settings.aggregation)
+
+
+def check_data_supports(settings: RunSettings, dataset: PreparedDataset, plan: FoldPlan) -> None:
+    """Refuse settings this dataset cannot support, before any fold trains."""
+    longest = max((e["length"] for e in dataset.episodes), default=0)
+    chunk = settings.training.chunk_size
+    if chunk > longest:
+        raise ValueError(
+            f"chunk_size={chunk} is longer than every episode (the longest has {longest} frames): "
+            f"every action chunk would be mostly padding. Lower chunk_size to at most {longest}."
+        )
+    smallest = min(plan.folds, key=lambda fold: fold.train_frames or 0)
+    batch = settings.training.batch_size
+    if smallest.train_frames is not None and batch > smallest.train_frames:
+        raise ValueError(
+            f"batch_size={batch} is larger than fold {smallest.fold_id}'s training set "
+            f"({smallest.train_frames} frames): lower batch_size to at most {smallest.train_frames}."
+        )
+    if settings.evaluation.sim_eval_episodes and not dataset.simulator:
+        raise ValueError(
+            f"sim_eval_episodes={settings.evaluation.sim_eval_episodes} needs a dataset recorded from the "
+            "simulator (`python -m lerobot_kfold demo-dataset`); this one is not: set sim_eval_episodes to 0"
+        )
 
 
 def record_plan(run_folder: str, plan: FoldPlan) -> Path:
@@ -245,8 +291,9 @@ def train_fold(
     """Train one fold from a FoldTrainingConfig dict whose paths are storage paths.
 
     Re-running on the same output folder resumes from its last checkpoint, or returns the finished
-    result. A failure leaves ``error.json`` in the fold folder (for aggregation) and re-raises, so the
-    orchestrator sees a failed task. Returns the fold result without its learning curve.
+    result. A failure in training leaves ``error.json`` in the fold folder (for aggregation) and
+    re-raises, so the orchestrator sees a failed task; inputs refused up front (another fold's folder,
+    another or incomplete dataset) write nothing. Returns the fold result without its learning curve.
     """
     from lerobot_kfold.training import train_fold as train
 
@@ -257,6 +304,8 @@ def train_fold(
     error_file = Path(fold.output_dir) / ERROR_FILE
     try:
         result = train(fold, progress=say, on_checkpoint=on_checkpoint)
+    except (ForeignFolderError, dataset_info.DatasetError):
+        raise  # inputs refused before training: the folder may not be this fold's to write in
     except Exception as exc:
         failure = FoldResult.failed(
             fold.fold_id,
@@ -289,6 +338,32 @@ def read_fold_result(fold_dir: Path, fold_id: int | None = None) -> FoldResult |
     return None
 
 
+def planned_fold_result(run_folder: str, fold: Fold) -> FoldResult | None:
+    """The result in a planned fold's folder, as a failed fold when it is unreadable or not this fold's.
+
+    Never averaged in: a corrupted file, or a result whose episodes are not the plan's for this fold
+    (a folder copied from another run), counts as a failed fold whose error says what was found.
+    """
+    folder = storage.resolve(fold_folder(run_folder, fold.fold_id))
+    try:
+        result = read_fold_result(folder, fold.fold_id)
+    except ValueError as exc:
+        return FoldResult.failed(fold.fold_id, fold.repeat, fold.index, f"unreadable fold result: {exc}")
+    if result is None or not result.ok:
+        return result
+    planned = (fold.fold_id, list(fold.train_episodes), list(fold.val_episodes))
+    found = (result.fold_id, result.train_episodes, result.val_episodes)
+    if found != planned:
+        return FoldResult.failed(
+            fold.fold_id,
+            fold.repeat,
+            fold.index,
+            f"{folder / RESULT_FILE} is the result of another plan (fold {result.fold_id}, other episodes); "
+            "it was not averaged in",
+        )
+    return result
+
+
 def aggregate(
     run_folder: str,
     plan: dict[str, Any],
@@ -318,7 +393,7 @@ def aggregate(
         received = {int(r["fold_id"]) for r in fold_results if r and r.get("status") == "ok"}
     results = []
     for fold in fold_plan.folds:
-        result = read_fold_result(storage.resolve(fold_folder(run_folder, fold.fold_id)), fold.fold_id)
+        result = planned_fold_result(run_folder, fold)
         if received is not None and fold.fold_id not in received and result is not None and result.ok:
             result = FoldResult.failed(
                 fold.fold_id,

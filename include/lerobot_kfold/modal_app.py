@@ -93,11 +93,15 @@ def _reload() -> None:
     volumes={VOLUME_MOUNT: volume}, cpu=2.0, timeout=3600, secrets=_secrets("LEROBOT_KFOLD_HF_SECRET")
 )
 def prepare_dataset(
-    dataset_root: str = "", repo_id: str = "", revision: str = "", policy_type: str = "act"
+    dataset_root: str = "",
+    repo_id: str = "",
+    revision: str = "",
+    policy_type: str = "act",
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     _reload()
     try:
-        return jobs.prepare_dataset(dataset_root, repo_id, revision, policy_type)
+        return jobs.prepare_dataset(dataset_root, repo_id, revision, policy_type, training)
     finally:
         _commit()
 

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from lerobot_kfold.aggregate import AggregateConfig
 from lerobot_kfold.declared import build, check_declared, declared, edge_value, setting, split_known
 from lerobot_kfold.splits import Fold, SplitConfig
+from lerobot_kfold.storage import check_path_text
 from lerobot_kfold.training_config import (
     EvaluationSettings,
     FoldTrainingConfig,
@@ -59,6 +60,7 @@ class DatasetSettings:
 
     def __post_init__(self) -> None:
         check_declared(self)
+        check_path_text("dataset_root", self.dataset_root, relative_inside=True)
         if not self.dataset_root and not self.dataset_repo_id:
             raise ValueError(
                 "set dataset_root (a LeRobot dataset folder) or dataset_repo_id (a hub id like 'owner/name')"

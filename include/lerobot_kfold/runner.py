@@ -24,7 +24,7 @@ from typing import Any
 
 from lerobot_kfold import jobs
 from lerobot_kfold.results import CVSummary
-from lerobot_kfold.run_settings import RunSettings
+from lerobot_kfold.run_settings import RunSettings, flatten
 
 Progress = Callable[[str], None]
 
@@ -68,8 +68,11 @@ def plan_run(config: KFoldRunConfig, say: Progress = _print_progress) -> jobs.Pl
     """Check the settings and the dataset, and plan the folds (nothing is written or trained)."""
     config.settings.check_policy()
     root = str(Path(config.settings.dataset.dataset_root).resolve())  # storage paths: absolute ones
+    training = config.settings.training
     dataset = jobs.PreparedDataset.from_dict(
-        jobs.prepare_dataset(root, policy_type=config.settings.training.policy_type, say=say)
+        jobs.prepare_dataset(
+            root, policy_type=training.policy_type, training=flatten({"training": training}), say=say
+        )
     )
     run_folder = str(Path(config.output_dir).resolve())
     return jobs.plan_run(

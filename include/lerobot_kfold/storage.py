@@ -77,3 +77,36 @@ def dataset_folder(repo_id: str) -> str:
 def fold_folder(run_folder: str, fold_id: int) -> str:
     """Path of one fold's folder inside a run folder (a storage path or a local one)."""
     return f"{run_folder}/{FOLDS_DIR}/fold_{fold_id:03d}"
+
+
+# Longest file or folder name most file systems take (ext4, xfs, APFS, the Modal Volume), in bytes.
+MAX_NAME_BYTES = 255
+
+
+def check_path_text(name: str, text: str, *, relative_inside: bool = False) -> str:
+    """``text`` if it can name a path here, else ``ValueError`` naming the setting or option.
+
+    Refused: text that is not valid UTF-8 (undecodable bytes on a command line), a file or folder name
+    over 255 bytes, NUL characters, and with ``relative_inside`` a relative path that climbs out of the
+    storage root with ``..``.
+    """
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{name} is not valid UTF-8 text ({text!r}); rename the path or pass another"
+        ) from None
+    if b"\0" in encoded:
+        raise ValueError(f"{name} contains a NUL character: {text!r}")
+    for part in Path(text).parts:
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ValueError(
+                f"{name} has a file or folder name of {len(part.encode('utf-8'))} bytes, over the "
+                f"{MAX_NAME_BYTES} that file systems take: {part[:40]}..."
+            )
+    if relative_inside and not Path(text).is_absolute() and ".." in Path(text).parts:
+        raise ValueError(
+            f"{name}={text!r} climbs out of the storage root with '..': give a path inside it, or an "
+            "absolute path"
+        )
+    return text

@@ -35,7 +35,9 @@ import torch
 
 from lerobot_kfold import checkpoints, dataset_info, fold_data
 from lerobot_kfold.atomic_io import write_json_atomic
+from lerobot_kfold.fold_folder import ForeignFolderError, check_fold_folder
 from lerobot_kfold.fold_state import FoldState
+from lerobot_kfold.policy_config import make_policy_config
 from lerobot_kfold.results import INTERRUPTED, OK, FoldResult
 from lerobot_kfold.storage import RESULT_FILE
 from lerobot_kfold.training_config import FoldTrainingConfig
@@ -49,57 +51,12 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-class CheckpointMismatchError(ValueError):
-    """The output folder holds a checkpoint of a different fold configuration."""
-
-
 def resolve_device(requested: str) -> str:
     if requested != "auto":
         if requested == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' was requested but torch sees no CUDA GPU; use 'auto' or 'cpu'.")
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_policy_overrides(policy_type: str, overrides: dict[str, Any]) -> set[str]:
-    """Fail unless ``policy_type`` is a lerobot policy and every override names one of its config fields.
-
-    Returns the config's field names. Called before planning, so a typo costs no training.
-    """
-    import dataclasses
-
-    from lerobot.configs.policies import PreTrainedConfig
-    from lerobot.policies import factory  # noqa: F401  (registers lerobot's policy configs)
-
-    try:
-        config_cls = PreTrainedConfig.get_choice_class(policy_type)
-    except Exception as exc:
-        raise ValueError(f"unknown policy_type {policy_type!r}: lerobot has no such policy.") from exc
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"policy_overrides {unknown} are not fields of lerobot's {config_cls.__name__}.")
-    return fields
-
-
-def make_policy_config(config: FoldTrainingConfig, device: str):
-    """lerobot's policy config for ``policy_type`` with the fold's chunk size, lr and overrides."""
-    from lerobot.policies.factory import make_policy_config as lerobot_make_policy_config
-
-    overrides = config.policy_fields()
-    fields = check_policy_overrides(config.policy_type, overrides)
-    kwargs: dict[str, Any] = {"device": device, "push_to_hub": False}
-    if "chunk_size" in fields:
-        kwargs["chunk_size"] = config.chunk_size
-    if "n_action_steps" in fields:
-        kwargs["n_action_steps"] = config.chunk_size
-    if "optimizer_lr" in fields:
-        kwargs["optimizer_lr"] = config.learning_rate
-    if "pretrained_backbone_weights" in fields:
-        # Pretrained backbones are downloaded from the internet at construction; off unless asked for.
-        kwargs["pretrained_backbone_weights"] = None
-    kwargs.update(overrides)
-    return lerobot_make_policy_config(config.policy_type, **kwargs)
 
 
 def _fold_stats_for_policy(config: FoldTrainingConfig, meta) -> dict[str, dict[str, Any]]:
@@ -143,17 +100,6 @@ def _train_pipeline_config(config: FoldTrainingConfig, policy_cfg):
     train_cfg.optimizer = policy_cfg.get_optimizer_preset()
     train_cfg.scheduler = policy_cfg.get_scheduler_preset()
     return train_cfg
-
-
-def _existing_result(config: FoldTrainingConfig) -> FoldResult | None:
-    """A finished result for the same configuration in the output folder (a retry after success)."""
-    path = config.output_path / RESULT_FILE
-    if not path.is_file():
-        return None
-    result = FoldResult.from_json_file(path)
-    if result.ok and result.resume_key == config.resume_key():
-        return result
-    return None
 
 
 # wandb run ids: at most 128 characters, none of :;,#?/' (wandb raises UsageError otherwise).
@@ -242,7 +188,7 @@ def train_fold(
     start the loop (restoring the RNG last), train, evaluate in the simulator, build the result, finish.
     """
     say = progress or (lambda message: log.info(message))
-    finished = _existing_result(config)
+    finished = check_fold_folder(config)  # before anything is written: another fold's folder is refused
     if finished is not None:
         say(f"fold {config.fold_id}: already finished in {config.output_dir}; reusing its result")
         return finished
@@ -295,9 +241,13 @@ class BuiltFold:
 
 
 def _check_inputs(config: FoldTrainingConfig) -> str:
-    """Fail fast on a missing dataset or features the policy cannot use; returns the device."""
-    dataset_info.check_dataset_root(config.dataset_root)
+    """Fail fast on a missing, incomplete or other dataset, or features the policy cannot use.
+
+    Returns the device.
+    """
+    dataset_info.check_dataset_files(config.dataset_root)
     dataset_info.check_policy_features(config.dataset_root, config.policy_type)
+    dataset_info.check_fingerprint(config.dataset_root, config.dataset_fingerprint)
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
     device = resolve_device(config.device)
@@ -376,8 +326,8 @@ class Resumed:
 def resume(fold: BuiltFold, config: FoldTrainingConfig, say: Progress) -> Resumed:
     """Load the last checkpoint's model, optimizer, scheduler and sampler position into ``fold``.
 
-    Refuses a checkpoint of other settings (:class:`CheckpointMismatchError`): continuing it would mix
-    two configurations in one result. The RNG is restored later, see :func:`train_fold`.
+    Refuses a checkpoint of other settings (``ForeignFolderError``, as ``check_fold_folder`` did first):
+    continuing it would mix two configurations in one result. The RNG is restored later (train_fold).
     """
     checkpoint = checkpoints.last_checkpoint(config.output_path)
     if checkpoint is None:
@@ -388,7 +338,7 @@ def resume(fold: BuiltFold, config: FoldTrainingConfig, say: Progress) -> Resume
 
     state = checkpoints.read_fold_state(checkpoint)
     if state.resume_key != config.resume_key():
-        raise CheckpointMismatchError(
+        raise ForeignFolderError(
             f"{config.output_path} holds a checkpoint of a different fold configuration; resume needs "
             "identical settings. Use a new output folder, or delete this one to start over."
         )

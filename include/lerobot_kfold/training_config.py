@@ -95,9 +95,9 @@ class TrainingSettings:
 
     def check_policy(self) -> None:
         """Check the policy type and its fields against lerobot (imports lerobot: seconds)."""
-        from lerobot_kfold.training import check_policy_overrides
+        from lerobot_kfold.policy_config import make_policy_config
 
-        check_policy_overrides(self.policy_type, self.policy_fields())
+        make_policy_config(self, "cpu")
 
 
 @dataclass
@@ -134,6 +134,8 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
     output_dir: str
     # Identifier of the dataset (metadata only; nothing is downloaded).
     repo_id: str = "local/dataset"
+    # The plan's dataset fingerprint: training refuses a dataset whose fingerprint differs (None: no check).
+    dataset_fingerprint: str | None = None
     # Fold number within the plan, for names and logs; its repeat and position within the repeat.
     fold_id: int = 0
     repeat: int = 0

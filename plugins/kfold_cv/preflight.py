@@ -15,6 +15,7 @@ from kfold_cv import wandb_key
 from kfold_cv.settings import SETTING_NAMES, CVSettings
 from lerobot_kfold import storage
 from lerobot_kfold.declared import split_known
+from lerobot_kfold.run_settings import flatten
 from modal_gpu.hooks import ModalGPUHook
 
 # The Modal functions a k-fold run calls (lerobot_kfold.modal_app).
@@ -58,6 +59,8 @@ def validate_run(
             "dataset_root": cv.run.dataset.dataset_root,
             "repo_id": cv.run.dataset.dataset_repo_id,
             "policy_type": cv.run.training.policy_type,
+            # lerobot builds the policy for the dataset's features there (on the meta device).
+            "training": flatten({"training": cv.run.training}),
         },
     }
 

@@ -144,9 +144,10 @@ def kfold_cross_validation(
         )
         planned = _plan_task(options)(validated["settings"], validated["run_folder"], prepared.output)
         trained = _train_folds(wiring, planned)
-        aggregated = _aggregate(wiring, validated, planned, trained)
-        # all_done_min_one_success: after every fold, failed ones included, but only when planning itself
-        # succeeded (plan is a direct upstream through its XCom); a failed validate skips it.
+        aggregated = _aggregate(wiring, planned, trained)
+        # all_done_min_one_success over plan and the folds: after every fold, failed ones included, but only
+        # when planning succeeded. Its inputs all come from plan, so a failed plan (or validate) leaves it
+        # upstream_failed instead of running into a missing XCom.
         trained >> aggregated
         if summary_asset is not None:
             _publish_task(summary_asset)(aggregated.output)
@@ -211,6 +212,7 @@ def _plan_task(options: GroupOptions) -> Any:
             torch_threads=threads,
         )
         print(planned.describe())
+        context["ti"].xcom_push(key="run_folder", value=run_folder)
         context["ti"].xcom_push(key="manifest", value=planned.plan.to_dict())
         context["ti"].xcom_push(key="aggregation", value=dataclasses.asdict(planned.aggregation))
         return [{"config": fold.to_dict()} for fold in planned.folds]
@@ -237,14 +239,14 @@ def _train_folds(wiring: _Wiring, planned: Any) -> Any:
     ).expand(function_kwargs=planned)
 
 
-def _aggregate(wiring: _Wiring, validated: Any, planned: Any, trained: Any) -> ModalGPUOperator:
+def _aggregate(wiring: _Wiring, planned: Any, trained: Any) -> ModalGPUOperator:
     return wiring.operator(
         task_id="aggregate",
         function_name="aggregate",
         # The folds' XCom results say which folds Airflow counts as succeeded: a fold a user marked
         # failed stays failed in the summary even if its call wrote a result before it was stopped.
         function_kwargs={
-            "run_folder": validated["run_folder"],
+            "run_folder": planned["run_folder"],
             "plan": planned["manifest"],
             "aggregation": planned["aggregation"],
             "run_id": "{{ dag.dag_id }}/{{ run_id }}",

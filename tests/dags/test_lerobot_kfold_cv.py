@@ -129,6 +129,29 @@ class TestLocalBackend:
             (tmp_path / "runs" / DAG_ID).rglob("result.json")
         )
 
+    def test_an_unknown_conf_key_fails_in_validate_naming_it(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(tmp_path))
+        run = dagbag.get_dag(DAG_ID).test(run_conf={"dataset_root": str(demo_root), "K": 3, **TINY})
+        states = task_states(run)
+        assert states[("kfold_cv.validate", -1)] == "failed"
+        assert states[("kfold_cv.aggregate", -1)] == "upstream_failed"
+
+    def test_settings_the_data_cannot_support_fail_in_plan_and_aggregate_does_not_run(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A chunk longer than every episode: refused when planned, before any fold; no XComNotFound."""
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(tmp_path))
+        run = dagbag.get_dag(DAG_ID).test(
+            run_conf={"dataset_root": str(demo_root), "k": 2, **TINY, "chunk_size": 900}
+        )
+        states = task_states(run)
+        assert states[("kfold_cv.plan", -1)] == "failed"
+        assert states[("kfold_cv.aggregate", -1)] == "upstream_failed"
+        assert not any(task == "kfold_cv.train_fold" and s == "success" for (task, _), s in states.items())
+        assert not list(tmp_path.rglob("result.json"))
+
     def test_folds_logging_to_wandb_get_the_key_from_the_airflow_connection(
         self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -17,6 +17,8 @@ import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, Response, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from kfold_cv.settings import CV_GROUPS
+from lerobot_kfold.declared import declared
 from scripts.airflow_local import USER
 from tests.e2e.conftest import DAG_ID, DATASET, E2E
 
@@ -36,6 +38,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 TRAIN = "kfold_cv.train_fold"
 # What the form sets: two folds of a few steps each, so the run takes seconds, not hours.
 FORM = {"k": 2, "steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
+# The form's sections: one per settings group, in declaration order; which section holds a setting.
+SECTIONS = [title for _, title in CV_GROUPS.values()]
+SECTION_OF = {name: title for cls, title in CV_GROUPS.values() for name in declared(cls)}
 UI_TIMEOUT_MS = 60_000  # CI has two cores, shared with Airflow's scheduler, worker and API server
 
 
@@ -92,31 +97,39 @@ def test_trigger_form_runs_the_folds(e2e: E2E, page: Page) -> None:
         expect(form.get_by_role("heading", name=f"Trigger Dag - {DAG_ID}")).to_be_visible(
             timeout=UI_TIMEOUT_MS
         )
+        # One section per settings group; the UI opens one at a time.
+        _open_section(form, "Dataset")
         dataset_root = form.get_by_role("group").filter(has_text="dataset root").get_by_role("textbox")
         expect(dataset_root).to_have_value(DATASET)  # its default: the demo dataset in local storage
         for name, value in FORM.items():
+            _open_section(form, SECTION_OF[name])
             field = form.get_by_role("spinbutton", name=name.replace("_", " "), exact=True)
             field.fill(str(value))
             expect(field).to_have_value(str(value))
+        _open_section(form, "Compute")
         form.get_by_role("combobox", name="backend", exact=True).click()
         page.get_by_role("option", name="local", exact=True).click()
         backend_row = form.get_by_role("group").filter(
             has=page.get_by_role("combobox", name="backend", exact=True)
         )
         expect(backend_row).to_contain_text("local")
-        # The UI refuses to submit while a required field (a Param whose type excludes null) is empty.
-        _scroll_to_top(form.get_by_role("heading", name=f"Trigger Dag - {DAG_ID}"))
+        # The UI refuses to submit while a field is empty and required (its type excludes null) or invalid.
         trigger = form.get_by_role("button", name="Trigger", exact=True)
-        expect(
-            trigger, f"Trigger stays disabled; required but empty: {_required_but_empty(form)}"
-        ).to_be_enabled(timeout=10_000)
-        _screenshot(page, "trigger_form.png")
-        _scroll_to_top(
-            form.get_by_role("group").filter(has=page.get_by_role("spinbutton", name="steps", exact=True))
-        )
-        _screenshot(page, "trigger_form_training.png")
-        _scroll_to_top(backend_row)
+        try:
+            expect(trigger).to_be_enabled(timeout=10_000)
+        except AssertionError:
+            problems = {}
+            for title in SECTIONS:
+                _open_section(form, title)
+                problems[title] = _invalid_fields(form)
+            pytest.fail(f"Trigger stays disabled; fields refused per section: {problems}")
         _screenshot(page, "trigger_form_backend.png")
+        _open_section(form, "Training")
+        _scroll_to_top(form.get_by_role("button", name="Training", exact=True))
+        _screenshot(page, "trigger_form_training.png")
+        _open_section(form, "Fold planning")
+        _scroll_to_top(form.get_by_role("heading", name=f"Trigger Dag - {DAG_ID}"))
+        _screenshot(page, "trigger_form.png")
 
         with page.expect_response(
             lambda r: r.request.method == "POST" and r.url.endswith(f"/dags/{DAG_ID}/dagRuns")
@@ -200,13 +213,23 @@ def _expand_all_task_groups(page: Page, attempts: int = 3) -> None:
         page.remove_listener("response", note_failure)
 
 
-def _required_but_empty(form: Locator) -> list[str]:
-    """Params whose form field is required (its type excludes null) and empty: they block Trigger."""
+def _open_section(form: Locator, title: str) -> None:
+    """Expand one section of the form (a settings group; the UI shows one at a time)."""
+    header = form.get_by_role("button", name=title, exact=True)
+    expect(header).to_be_visible(timeout=UI_TIMEOUT_MS)
+    if header.get_attribute("aria-expanded") != "true":
+        header.click()
+    expect(header).to_have_attribute("aria-expanded", "true")
+
+
+def _invalid_fields(form: Locator) -> list[str]:
+    """Visible fields the form refuses (empty and required, or failing their schema)."""
     return form.evaluate(
-        """dialog => [...dialog.querySelectorAll("input[name^='element_'][required]")]
-            .filter(input => input.type !== "checkbox" && input.getAttribute("role") !== "combobox")
-            .filter(input => input.value === "")
-            .map(input => input.name.slice("element_".length))"""
+        """dialog => [...dialog.querySelectorAll("input, textarea")]
+            .filter(input => input.offsetParent !== null)
+            .filter(input => input.getAttribute("aria-invalid") === "true"
+                || (input.required && !input.value))
+            .map(input => (input.name || input.id) + "=" + JSON.stringify(input.value))"""
     )
 
 

@@ -37,10 +37,10 @@ Proc = subprocess.CompletedProcess[str]
 
 
 def cli(*args: Any, cwd: Path | None = None) -> Proc:
-    """``python -m lerobot_kfold ARGS`` in a fresh process, offline."""
+    """``python -m lerobot_kfold ARGS`` in a fresh process, offline (bytes pass as they are)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "lerobot_kfold", *map(str, args)],
+        [sys.executable, "-m", "lerobot_kfold", *(a if isinstance(a, bytes) else str(a) for a in args)],
         capture_output=True,
         text=True,
         env=env,
@@ -166,7 +166,129 @@ BAD_INPUTS = [
         lambda root, tmp: ["aggregate", tmp, "--output-dir", tmp / "summary"],
         "no result.json files found",
     ),
+    # Numbers no run can use.
+    BadInput("learning-rate-inf", _run("--learning-rate", "inf"), "learning_rate must be a finite number"),
+    BadInput("seed-2^32", _run("--seed", str(2**32)), "seed must be at most 4294967295"),
+    BadInput("min-folds-above-folds", _run("--min-successful-folds", "9"), "exceeds the 5 folds"),
+    BadInput("success-without-rollouts", _run("--selection-metric", "sim_success_rate"), "needs rollouts"),
+    # Policy overrides lerobot would refuse in torch's words, mid-fold.
+    BadInput(
+        "override-of-the-wrong-type",
+        _run("--policy-overrides", '{"dim_model": "big"}'),
+        "policy_overrides['dim_model'] must be an integer",
+    ),
+    BadInput(
+        "override-out-of-range", _run("--policy-overrides", '{"dim_model": -8}'), "lerobot cannot build"
+    ),
+    # Values the data cannot support.
+    BadInput("chunk-longer-than-episodes", _run("--chunk-size", "900"), "is longer than every episode"),
+    BadInput("batch-larger-than-a-fold", _run("--batch-size", "4000"), "is larger than fold"),
+    BadInput(
+        "rollouts-on-data-not-from-the-simulator",
+        lambda root, tmp: _run("--sim-eval-episodes", "1")(_altered(root, tmp, _not_from_simulator), tmp),
+        "needs a dataset recorded from the simulator",
+    ),
+    # Datasets that are incomplete or not the plan's.
+    BadInput(
+        "data-file-missing",
+        lambda root, tmp: _run()(_altered(root, tmp, lambda d: _data_file(d).unlink()), tmp),
+        "is missing: the dataset",
+    ),
+    BadInput(
+        "data-file-truncated",
+        lambda root, tmp: _run()(_altered(root, tmp, _truncate_data_file), tmp),
+        "is not a readable parquet file",
+    ),
+    BadInput(
+        "plan-of-another-dataset",
+        lambda root, tmp: _train_on_other_dataset(root, tmp),
+        "not the one the plan",
+    ),
+    # Paths the operating system cannot take.
+    BadInput(
+        "file-name-over-255-bytes",
+        lambda root, tmp: ["run", "--root", root, "--output-dir", tmp / ("a" * 300)],
+        "over the 255 that file systems take",
+    ),
+    BadInput("undecodable-bytes", lambda root, tmp: ["plan", "--root", b"/tmp/\xff\xfe"], "not valid UTF-8"),
+    # Result files that are not one run's.
+    BadInput(
+        "aggregate-a-corrupted-result",
+        lambda root, tmp: _aggregate_files(tmp, {"result.json": '{"fold_id": 0, "stat'}),
+        "not valid JSON",
+    ),
+    BadInput(
+        "aggregate-two-runs",
+        lambda root, tmp: _aggregate_files(tmp, _results_of_two_runs()),
+        "are results of different runs (they differ in steps)",
+    ),
 ]
+
+
+def _altered(root: Path, tmp: Path, change: Callable[[Path], Any]) -> Path:
+    """A copy of the demo dataset in the case's folder, changed."""
+    copy = tmp / "dataset"
+    shutil.copytree(root, copy)
+    change(copy)
+    return copy
+
+
+def _data_file(dataset: Path) -> Path:
+    return next((dataset / "data").rglob("*.parquet"))
+
+
+def _truncate_data_file(dataset: Path) -> None:
+    path = _data_file(dataset)
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _not_from_simulator(dataset: Path) -> None:
+    (dataset / "meta" / "kfold_demo.json").unlink()
+
+
+def _train_on_other_dataset(root: Path, tmp: Path) -> list[Any]:
+    """A plan of the demo dataset, applied to a copy whose metadata differs."""
+    from lerobot_kfold.splits import SplitConfig, plan_folds, write_plan
+
+    plan = plan_folds(dataset_info.episode_infos(root), SplitConfig(k=2), dataset_info.dataset_identity(root))
+    write_plan(plan, tmp / "plan.json")
+
+    def retag(dataset: Path) -> None:
+        info_path = dataset / "meta" / "info.json"
+        info_path.write_text(info_path.read_text().replace('"so101_sim"', '"so101_real"'))
+
+    other = _altered(root, tmp, retag)
+    return [
+        "train-fold",
+        "--plan",
+        tmp / "plan.json",
+        "--fold-id",
+        "0",
+        "--root",
+        other,
+        "--output-dir",
+        tmp / "run",
+    ]
+
+
+def _aggregate_files(tmp: Path, files: dict[str, str]) -> list[Any]:
+    for i, (name, text) in enumerate(files.items()):
+        folder = tmp / "results" / f"fold_{i:03d}"
+        folder.mkdir(parents=True)
+        (folder / name.split("/")[-1]).write_text(text)
+    return ["aggregate", tmp / "results", "--output-dir", tmp / "run"]
+
+
+def _results_of_two_runs() -> dict[str, str]:
+    from lerobot_kfold.results import FoldResult
+
+    def result(fold_id: int, steps: int) -> str:
+        key = {"fold_id": fold_id, "steps": steps, "learning_rate": 1e-3, "val_episodes": [fold_id]}
+        return json.dumps(
+            FoldResult(fold_id=fold_id, status="ok", metrics={"val_l1": 0.1}, resume_key=key).to_dict()
+        )
+
+    return {"a/result.json": result(0, 2000), "b/result.json": result(1, 500)}
 
 
 @pytest.fixture(scope="module")
@@ -188,19 +310,21 @@ class TestBadInput:
         assert case.names in error_lines[0]
         assert proc.stdout == ""
 
-    @pytest.mark.parametrize(
-        "case",
-        [pytest.param(c, id=c.id) for c in BAD_INPUTS],
-    )
-    def test_stderr_is_nothing_but_that_error_line(self, bad_input_runs, case):
+    @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in BAD_INPUTS])
+    def test_the_error_line_is_the_last_thing_said(self, bad_input_runs, case):
+        """Progress lines may come first (the dataset checked); nothing after the refusal."""
         _, proc = bad_input_runs[case.id]
-        assert proc.stderr.startswith("error: ")
-        assert len(proc.stderr.splitlines()) == 1, _describe(proc)
+        assert proc.stderr.splitlines()[-1].startswith("error: "), _describe(proc)
 
     @pytest.mark.parametrize("case_id", ["missing-root-plan", "missing-root-run", "zero-steps"])
     def test_leaves_no_dataset_or_run_folder_behind(self, bad_input_runs, case_id):
         folder, _ = bad_input_runs[case_id]
         assert list(folder.iterdir()) == []
+
+    @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in BAD_INPUTS])
+    def test_writes_no_output_folder(self, bad_input_runs, case):
+        folder, _ = bad_input_runs[case.id]
+        assert not (folder / "run").exists()
 
 
 # ------------------------------------------------------------------------------------------ run end to end
@@ -384,3 +508,62 @@ class TestAggregate:
         assert "fold 2: no result" in proc.stderr
         assert "Traceback" not in proc.stderr
         assert not (agg_dir / "summary.json").exists()
+
+
+# ----------------------------------------------------------------------------------- nothing overwritten
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def damage_attempts(demo_run, tmp_path_factory) -> dict[str, tuple[Path, dict[str, str], Proc]]:
+    """The two damage cases, each on its own copy of a finished run: (copy, hashes before, outcome).
+
+    "run-another-plan": ``run`` with another k on the run's folder.
+    "train-fold-into-another-fold": fold 1 of the plan into fold 0's folder, whose checkpoints are gone.
+    """
+    tmp = tmp_path_factory.mktemp("damage")
+    copies = {name: tmp / name for name in ("run-another-plan", "train-fold-into-another-fold")}
+    for copy in copies.values():
+        shutil.copytree(demo_run.out, copy)
+    shutil.rmtree(copies["train-fold-into-another-fold"] / "folds" / "fold_000" / "checkpoints")
+    before = {name: _hashes(copy) for name, copy in copies.items()}
+    into = copies["train-fold-into-another-fold"]
+    procs = cli_all(
+        {
+            "run-another-plan": [
+                *("run", "--root", demo_run.root, "--output-dir", copies["run-another-plan"], "--k", "3"),
+                *TRAINING,
+            ],
+            "train-fold-into-another-fold": [
+                *("train-fold", "--plan", into / "plan.json", "--fold-id", "1"),
+                *("--output-dir", into / "folds" / "fold_000", *TRAINING),
+            ],
+        }
+    )
+    return {name: (copies[name], before[name], procs[name]) for name in copies}
+
+
+class TestNothingIsOverwritten:
+    @pytest.mark.parametrize(
+        ("case", "message"),
+        [
+            pytest.param("run-another-plan", "holds another run's plan", id="run-another-plan"),
+            pytest.param(
+                "train-fold-into-another-fold", "holds another fold's work", id="train-fold-into-another-fold"
+            ),
+        ],
+    )
+    def test_is_refused_with_every_file_unchanged(self, damage_attempts, case, message):
+        folder, before, proc = damage_attempts[case]
+        assert proc.returncode == 2, _describe(proc)
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert _hashes(folder) == before

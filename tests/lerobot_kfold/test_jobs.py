@@ -121,15 +121,44 @@ class TestTrainFold:
 
 
 class TestAggregate:
-    def _write_result(self, storage: Path, run_folder: str, fold_id: int, val_l1: float) -> None:
+    def _write_result(
+        self, storage: Path, run_folder: str, fold_id: int, val_l1: float, plan: FoldPlan | None = None
+    ) -> None:
+        fold = (plan or self._plan_object(storage)).fold(fold_id)
         folder = storage / jobs.fold_folder(run_folder, fold_id)
-        folder.mkdir(parents=True)
-        result = {"fold_id": fold_id, "status": "ok", "metrics": {"val_l1": val_l1}, "wall_s": 1.0}
+        folder.mkdir(parents=True, exist_ok=True)
+        result = {
+            "fold_id": fold_id,
+            "status": "ok",
+            "metrics": {"val_l1": val_l1},
+            "wall_s": 1.0,
+            "train_episodes": list(fold.train_episodes),
+            "val_episodes": list(fold.val_episodes),
+        }
         (folder / jobs.RESULT_FILE).write_text(json.dumps(result))
 
+    def _plan_object(self, storage: Path, seed: int = 0) -> FoldPlan:
+        root = storage / "datasets" / "demo"
+        return plan_folds(episode_infos(root), SplitConfig(k=3, seed=seed), dataset_identity(root))
+
     def _plan(self, stored: str, storage: Path) -> dict:
-        root = storage / stored
-        return plan_folds(episode_infos(root), SplitConfig(k=3, seed=0), dataset_identity(root)).to_dict()
+        return self._plan_object(storage).to_dict()
+
+    def test_a_result_of_another_plan_or_a_corrupted_one_is_a_failed_fold_never_averaged(
+        self, stored_demo: str, storage: Path
+    ) -> None:
+        self._write_result(storage, "runs/d/r", 0, 0.3)
+        self._write_result(storage, "runs/d/r", 1, 0.1, plan=self._plan_object(storage, seed=5))
+        corrupted = storage / jobs.fold_folder("runs/d/r", 2)
+        corrupted.mkdir(parents=True)
+        (corrupted / jobs.RESULT_FILE).write_text('{"fold_id": 2, "status": "ok", "metr')
+
+        summary = jobs.aggregate("runs/d/r", self._plan(stored_demo, storage), {"min_successful_folds": 1})
+
+        errors = {f["fold_id"]: f["error"] for f in summary["failed_folds"]}
+        assert "the result of another plan" in errors[1]
+        assert "unreadable fold result" in errors[2] and "result.json" in errors[2]
+        assert summary["metrics"]["val_l1"]["n"] == 1 and summary["metrics"]["val_l1"]["mean"] == 0.3
 
     def test_summarizes_the_folds_found_in_storage_and_writes_the_files(
         self, stored_demo: str, storage: Path

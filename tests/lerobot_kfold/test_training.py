@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
+from lerobot_kfold.fold_folder import ForeignFolderError
 from lerobot_kfold.fold_state import FoldState
 from lerobot_kfold.results import FoldResult
 from lerobot_kfold.rollout import RolloutMetrics
 from lerobot_kfold.training import (
-    CheckpointMismatchError,
     LoopOutcome,
     Resumed,
     fold_result,
@@ -311,7 +311,7 @@ class TestResume:
 
     def test_refuses_to_resume_a_checkpoint_of_other_settings(self, demo_root, tmp_path):
         train_fold(_config(demo_root, tmp_path / "fold", stop_at_step=4), progress=_quiet)
-        with pytest.raises(CheckpointMismatchError, match="different fold configuration"):
+        with pytest.raises(ForeignFolderError, match="holds another fold's work"):
             train_fold(_config(demo_root, tmp_path / "fold", learning_rate=5e-4), progress=_quiet)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ import pendulum
 import pytest
 from airflow.sdk import DAG
 from airflow.sdk.definitions.param import ParamsDict
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from kfold_cv import kfold_cross_validation
 from kfold_cv.params import kfold_params
@@ -247,3 +250,66 @@ class TestEverySurfaceShowsTheSameDefault:
             default = edge_value(DEFAULTS[name], SPECS[name])
             assert option_name(name) in flat, name
             assert f"default {default!r}" in flat, name
+
+
+# ------------------------------------------------------------------------------------------- generated
+# Bad values drawn from each declaration: past a bound, of another type, non-finite, empty or unknown.
+
+
+def bad_values(spec: Spec) -> st.SearchStrategy[Any]:
+    """Values the declaration refuses (every one of them)."""
+    other_types = st.sampled_from([None, [], {}, "", "not-a-value"])
+    if spec.kind is bool:
+        return st.one_of(st.integers(), st.text(), other_types)
+    if spec.kind in (int, float):
+        return st.one_of(
+            _out_of_bounds(spec), st.sampled_from([math.inf, -math.inf, math.nan, True]), st.text()
+        )
+    if spec.kind is dict:
+        return st.one_of(st.integers(), st.lists(st.integers()).map(json.dumps), st.just("{not json"))
+    if spec.choices:
+        return st.text().filter(lambda text: text.strip() not in spec.choices) | st.integers()
+    if spec.pattern is None:  # a path: too long a name, a NUL, or a climb out of the storage root
+        long_name = st.integers(256, 400).map(lambda n: "datasets/" + "a" * n)
+        return st.one_of(long_name, st.just("../../etc"), st.just("data\x00set"), st.integers())
+    return st.text().filter(lambda text: not re.search(spec.pattern, text.strip())) | st.integers()
+
+
+def _out_of_bounds(spec: Spec) -> st.SearchStrategy[Any]:
+    numbers = st.integers if spec.kind is int else st.floats
+    options = []
+    if spec.minimum is not None:
+        options.append(numbers(max_value=spec.kind(spec.minimum) - (1 if spec.kind is int else 1e-9)))
+    if spec.maximum is not None:
+        options.append(numbers(min_value=spec.kind(spec.maximum) + (1 if spec.kind is int else 1e-9)))
+    if spec.above is not None:
+        options.append(st.floats(max_value=spec.above))
+    if spec.below is not None:
+        options.append(st.floats(min_value=spec.below))
+    if spec.kind is int:
+        options.append(st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: not x.is_integer()))
+    return st.one_of(*options)
+
+
+BAD_DRAWS = st.sampled_from(sorted(SPECS)).flatmap(
+    lambda name: st.tuples(st.just(name), bad_values(SPECS[name]))
+)
+
+
+class TestGeneratedBadValuesAreRefusedEverywhere:
+    @pytest.mark.parametrize("surface", sorted(SURFACES))
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(draw=BAD_DRAWS)
+    def test_each_surface_refuses_naming_the_setting(
+        self, surface: str, draw: tuple[str, Any], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        name, value = draw
+        case = Case(name, value, bad=True)
+        assume(surface != "cli" or (name in CLI_SETTINGS and case.text_can_carry_it))
+        if surface == "cli" and isinstance(value, str):
+            assume("\x00" not in value and not value.startswith("-"))  # argv cannot carry these as values
+            # The CLI takes a relative dataset folder from the current folder: '..' is fine there.
+            assume(not (name == "dataset_root" and value.startswith("..")))
+        refusal = SURFACES[surface]({**context_for(name), name: value}, capsys)
+        assert refusal is not None, f"{surface} accepted {name}={value!r}"
+        assert name in refusal or option_name(name) in refusal, refusal
