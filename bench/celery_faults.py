@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import benchlib
+import httpx
 from benchlib import BENCH_CACHE, REPO, markdown_table, progress
 
 from scripts.airflow_celery import CeleryAirflow
@@ -69,7 +70,10 @@ class Stack:
         return self.airflow.xcom(DAG_ID, run_id, TRAIN, key="modal_call_id", map_index=map_index)
 
     def all_deferred(self, run_id: str, k: int) -> bool:
-        folds = self.folds(run_id)
+        try:
+            folds = self.folds(run_id)
+        except httpx.HTTPError:  # the API server is slow to answer while k task processes start
+            return False
         return len(folds) == k and all(
             f["state"] == "deferred" and (f.get("trigger") or {}).get("triggerer_id") for f in folds
         )

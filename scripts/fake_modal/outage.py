@@ -50,6 +50,9 @@ class OutageProxy:
     def restore(self) -> None:
         self._call(self._listen())
 
+    def close(self) -> None:  # contextlib.closing
+        self.stop()
+
     def _call(self, coroutine) -> None:
         asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
 
