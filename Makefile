@@ -23,7 +23,7 @@ DEMO_DATA ?= data/so101_demo
 DEMO_RUN ?= runs/demo
 DEMO_ARGS ?= --k 5 --steps 2000 --eval-every 500 --save-every 500 --sim-eval-episodes 10 --parallel 2
 
-.PHONY: setup airflow-db airflow demo demo-cli test lint format clean-demo
+.PHONY: setup airflow-db airflow airflow-celery demo demo-cli test lint format clean-demo
 
 setup:
 	@scripts/bootstrap.sh
@@ -42,6 +42,15 @@ AIRFLOW_PORT ?= 8080
 airflow: setup
 	$(PY) scripts/airflow_local.py --port $(AIRFLOW_PORT) --home $(AIRFLOW_HOME)
 
+## The deployment of docker-compose.yaml without Docker: PostgreSQL and Redis (Debian's packages, installed
+## when missing), Airflow with the CeleryExecutor (API server and UI, scheduler, DAG processor, triggerer,
+## two Celery workers) configured from the compose file, on http://127.0.0.1:$(AIRFLOW_PORT); prints the
+## login. Databases live in temporary folders; Ctrl-C stops it all. Outputs go to $(LEROBOT_KFOLD_STORAGE).
+CELERY_PACKAGES := postgresql redis-server
+airflow-celery: setup
+	@scripts/ensure_system_packages.sh --for "the CeleryExecutor topology (make airflow-celery)" $(CELERY_PACKAGES)
+	$(PY) scripts/airflow_celery.py --port $(AIRFLOW_PORT) --storage $(LEROBOT_KFOLD_STORAGE)
+
 ## The same cross-validation through the library's CLI alone (no Airflow), folds in parallel processes.
 demo-cli: setup
 	$(PY) -m lerobot_kfold run --root $(DEMO_DATA) --record-demo 40 --output-dir $(DEMO_RUN) $(DEMO_ARGS)
@@ -52,6 +61,7 @@ GL_PACKAGES := libegl1 libegl-mesa0 libgl1 libosmesa6
 test: setup
 	@scripts/ensure_chromium.sh
 	@scripts/ensure_system_packages.sh --for "headless camera rendering (MuJoCo EGL/OSMesa)" $(GL_PACKAGES)
+	@scripts/ensure_system_packages.sh --for "the CeleryExecutor topology tests (tests/e2e_celery)" $(CELERY_PACKAGES)
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -53,6 +53,9 @@ PHASES = (
     ("deferred -> trigger runs", "log_deferred", "log_trigger_started"),
     ("spawn -> finish", "spawn", "finish"),
     ("finish -> trigger event", "finish", "log_trigger_event"),
+    # A fold ended by its trigger (end_from_trigger) goes from the event straight to its end:
+    ("event -> end", "log_trigger_event", "end"),
+    # ... one resumed in a worker is queued again, starts, and ends there:
     ("event -> re-queued", "log_trigger_event", "queued"),
     ("re-queued -> resumed", "queued", "log_resumed"),
     ("resumed -> end", "log_resumed", "end"),
@@ -216,6 +219,8 @@ def analyse_run(airflow, plane, run_id: str, triggered_at: float, seen: set[str]
         for key, field in (("queued", "queued_when"), ("start", "start_date"), ("end", "end_date")):
             row[key] = _ts(ti.get(field))
         row.update(call_id=call_id, spawn=spawn, finish=finish, **{f"log_{n}": t for n, t in marks.items()})
+        if "resumed" not in marks:  # ended by its trigger: never re-queued (queued_when is the first queue)
+            row["queued"] = None
         per_fold.append(row)
     # Folds that needed an Airflow retry mix two tries' dates: left out of the phases, listed as retried.
     first_tries = [r for r in per_fold if r["try_number"] == 1]
@@ -367,7 +372,7 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     def trio(values: list[float]) -> str:
         return f"{median(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "-"
 
-    db = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "SQLite").split("@")[0]
+    db = args.metadata_db
     print(
         f"\nFan-out, T = {args.fold_seconds:g} s per fold call, poll interval {args.poll_interval:g} s, "
         f"parallelism {args.parallelism}, launcher {args.launcher}, metadata database {db}; one run per k"
@@ -434,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
         progress("stopping Airflow and the control plane")
         airflow.stop()
         plane.stop()
+    # The scheme of the launcher's metadata database (its own setting, else the environment's, else SQLite).
+    launcher_env = airflow.environment() if hasattr(airflow, "environment") else os.environ
+    args.metadata_db = launcher_env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").split(":")[0]
     report(args, runs)
     benchlib.finish(args, "fanout", {"environment_before": before, "airflow_env": env, "runs": runs})
     return 0 if all(r["state"] == "success" and r["folds_succeeded"] == r["k"] for r in runs) else 1

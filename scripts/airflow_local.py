@@ -2,14 +2,15 @@
 
 The same components ``airflow standalone`` runs (LocalExecutor), started directly so that every
 listener binds 127.0.0.1 only: the scheduler and triggerer run with ``--skip-serve-logs`` (the API server
-reads task logs from the local log folder). They run in one process group, stopped together on Ctrl-C.
+reads task logs from the local log folder). They run in one process group, stopped together on Ctrl-C;
+each component is its own process in it, so a test can kill or restart one (``kill``, ``restart``).
 
     python scripts/airflow_local.py [--port 8080] [--home .cache/airflow]
 
 Tests and benchmarks use ``LocalAirflow`` to start a private instance and drive it through the REST API.
 SQLite suits a handful of folds at once: with 64 fold tasks starting together the database locked and the
-scheduler and triggerer exited (docs/benchmarks.md, item 4); point ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``
-at PostgreSQL for that.
+scheduler and triggerer exited (docs/benchmarks.md, item 4). The deployment of ``docker-compose.yaml``
+(CeleryExecutor, PostgreSQL, Redis) runs natively through ``scripts/airflow_celery.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,20 +31,15 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python scripts/airflow_local.py`
+    sys.path.insert(0, str(REPO))
+
+from scripts import process_groups  # noqa: E402
+from scripts.process_groups import free_port  # noqa: E402
+
 USER = "admin"
-COMPONENTS = (
-    "api-server",
-    "scheduler --skip-serve-logs",
-    "dag-processor",
-    "triggerer --skip-serve-logs",
-)
 TERMINAL_RUN_STATES = {"success", "failed"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["REPO", "USER", "LocalAirflow", "free_port"]
 
 
 class LocalAirflow:
@@ -62,22 +57,26 @@ class LocalAirflow:
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = dict(env or {})
         self.unpause_all = unpause_all
+        # The group's leader: a process that only waits, so the group outlives any one component.
         self.process: subprocess.Popen | None = None
+        self.components: dict[str, subprocess.Popen] = {}
+        self._env: dict[str, str] = {}
         self._token: str | None = None
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ settings
 
-    def environment(self) -> dict[str, str]:
-        bin_dir = str(Path(sys.executable).parent)
-        env = {
-            **os.environ,
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    def settings(self) -> dict[str, str]:
+        """Airflow's settings for this instance (the environment's AIRFLOW__... variables and friends)."""
+        return {
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(not self.unpause_all),
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
@@ -88,21 +87,32 @@ class LocalAirflow:
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
             "PYTHONUNBUFFERED": "1",
         }
-        env.update(self.extra_env)
-        return env
+
+    def component_commands(self) -> dict[str, list[str]]:
+        """Name -> arguments of ``airflow`` for each long-running component."""
+        return {
+            "api-server": ["api-server"],
+            "scheduler": ["scheduler", "--skip-serve-logs"],
+            "dag-processor": ["dag-processor"],
+            "triggerer": ["triggerer", "--skip-serve-logs"],
+        }
+
+    def environment(self) -> dict[str, str]:
+        bin_dir = str(Path(sys.executable).parent)
+        path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, "PATH": path, **self.settings(), **self.extra_env}
+
+    # ------------------------------------------------------------------ lifecycle
 
     def start(self, timeout: float = 180.0) -> LocalAirflow:
         self.home.mkdir(parents=True, exist_ok=True)
-        env = self.environment()
-        airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
-        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-        script = "; ".join(f"exec_{i}() {{ '{airflow}' {c}; }}" for i, c in enumerate(COMPONENTS))
-        script += "; " + " & ".join(f"exec_{i}" for i in range(len(COMPONENTS))) + " & wait"
-        log = open(self.home / "airflow.log", "ab")  # noqa: SIM115 - held open by the child
-        self.process = subprocess.Popen(
-            ["bash", "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        self._env = self.environment()
+        subprocess.run(
+            [self._airflow(), "db", "migrate"], env=self._env, check=True, capture_output=True, timeout=300
         )
-        log.close()
+        self.process = process_groups.start(["sleep", "infinity"], env=self._env, log=self.log_file)
+        for name in self.component_commands():
+            self.start_component(name)
         self._wait(self._healthy, timeout, "Airflow to become healthy")
         return self
 
@@ -110,16 +120,47 @@ class LocalAirflow:
         """Stop every component: SIGTERM to the process group, SIGKILL after ``timeout``."""
         if self.process is None:
             return
-        group = self.process.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _group_members(group) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)  # stragglers of the group
-        self.process.wait(timeout=10)
+        process_groups.stop_group(self.process.pid, timeout=timeout)
+        for process in (self.process, *self.components.values()):
+            process.wait(timeout=10)
         self.process = None
+        self.components = {}
+
+    def start_component(self, name: str) -> subprocess.Popen:
+        """Start one component (again) in this Airflow's process group."""
+        if self.process is None:
+            raise RuntimeError("start() this Airflow first")
+        argv = [self._airflow(), *self.component_commands()[name]]
+        process = process_groups.start(argv, env=self._env, log=self.log_file, join=self.process.pid)
+        self.components[name] = process
+        return process
+
+    def kill_component(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30.0) -> list[int]:
+        """Signal one component and its children; SIGKILL what is left after ``timeout``. Returns the pids."""
+        process = self.components[name]
+        tree = process_groups.descendants(process.pid)
+        for pid in tree if sig == signal.SIGKILL else [process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+        for pid in tree:  # children a graceful stop left behind (they would be orphaned otherwise)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        return tree
+
+    def restart_component(self, name: str, sig: int = signal.SIGTERM) -> subprocess.Popen:
+        """Stop one component (``sig``: SIGTERM is a graceful stop, SIGKILL a crash), then start it again."""
+        self.kill_component(name, sig)
+        return self.start_component(name)
+
+    def restart_exited(self) -> list[str]:
+        """Start again every component that exited (compose's ``restart: always``); returns their names."""
+        exited = [name for name, process in self.components.items() if process.poll() is not None]
+        for name in exited:
+            self.start_component(name)
+        return exited
 
     def __enter__(self) -> LocalAirflow:
         return self.start()
@@ -127,8 +168,12 @@ class LocalAirflow:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def log_file(self) -> Path:
+        return self.home / "airflow.log"
+
     def log_tail(self, lines: int = 60) -> str:
-        path = self.home / "airflow.log"
+        path = self.log_file
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     # ------------------------------------------------------------------ REST API
@@ -192,9 +237,14 @@ class LocalAirflow:
 
     # ------------------------------------------------------------------ helpers
 
+    def _airflow(self) -> str:
+        env = self._env or self.environment()
+        return shutil.which("airflow", path=env["PATH"]) or "airflow"
+
     def _healthy(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"Airflow exited early:\n{self.log_tail()}")
+        exited = [name for name, process in self.components.items() if process.poll() is not None]
+        if exited:
+            raise RuntimeError(f"Airflow's {', '.join(exited)} exited early:\n{self.log_tail()}")
         try:
             health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
         except (httpx.HTTPError, ValueError):
@@ -211,17 +261,22 @@ class LocalAirflow:
         raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}\n{self.log_tail()}")
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
+def serve(airflow: LocalAirflow, banner: str) -> int:
+    """Start ``airflow``, print ``banner`` (formatted with ``url``, ``user`` and ``password``) and keep it
+    running until Ctrl-C or until a component exits; then stop everything."""
+    print(f"starting Airflow in {airflow.home} (log: {airflow.log_file}) ...", flush=True)
+    airflow.start()
+    print(banner.format(url=airflow.url, user=USER, password=airflow.password), flush=True)
+    try:
+        while all(process.poll() is None for process in airflow.components.values()):
+            time.sleep(1)
+        print("An Airflow component stopped by itself; see the log.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping Airflow ...", flush=True)
+        return 0
+    finally:
+        airflow.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,22 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     airflow = LocalAirflow(args.home, args.port, unpause_all=True)
-    print(f"starting Airflow in {airflow.home} (log: {airflow.home / 'airflow.log'}) ...", flush=True)
-    airflow.start()
-    print(
-        f"\nAirflow UI and API: {airflow.url}\nlogin: {USER} / {airflow.password}\nCtrl-C stops it.",
-        flush=True,
-    )
-    try:
-        while airflow.process is not None and airflow.process.poll() is None:
-            time.sleep(1)
-        print("Airflow stopped by itself; see the log.", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nstopping Airflow ...", flush=True)
-        return 0
-    finally:
-        airflow.stop()
+    return serve(airflow, "\nAirflow UI and API: {url}\nlogin: {user} / {password}\nCtrl-C stops it.")
 
 
 if __name__ == "__main__":

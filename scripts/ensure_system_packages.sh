@@ -5,9 +5,10 @@
 #   scripts/ensure_system_packages.sh --for "what needs them" PACKAGE...
 #
 # The Makefile's `test` target runs it for headless camera rendering (MuJoCo through EGL or OSMesa:
-# libegl1 libegl-mesa0 libgl1 libosmesa6; see include/lerobot_kfold/rendering.py). Why the system
-# packages: MuJoCo's wheel brings no OpenGL; Mesa's software renderers come from the distribution's
-# package registry. Without apt-get, root or sudo it only says what to install and exits 0; the tests
+# libegl1 libegl-mesa0 libgl1 libosmesa6; see include/lerobot_kfold/rendering.py) and for the
+# CeleryExecutor topology of docker-compose.yaml run natively (postgresql redis-server; see
+# scripts/native_services.py). Why the system packages: MuJoCo's wheel brings no OpenGL, and PyPI has
+# no PostgreSQL or Redis server; the distribution's package registry has them. Without apt-get, root or sudo it only says what to install and exits 0; the tests
 # that need the packages then fail with the same advice.
 set -euo pipefail
 PURPOSE="the tests"

@@ -10,7 +10,9 @@ What it adds over calling Modal from a ``@task``:
   waited on instead of paying for a second GPU job, a call that already succeeded gives its result, a
   failed one is spawned anew. On both paths: the decision is made in ``execute``, before deferring.
 - **Cancel**: ``on_kill`` (polling mode) and the trigger's ``on_kill`` (deferred) cancel the call when a
-  user marks the task failed or success, or clears it.
+  user marks the task failed or success. When the task instance's state says another try comes (a
+  clear, or Airflow stopping the task itself: a lost heartbeat, a report that timed out under load), a
+  ``durable`` call is left running for that try to re-attach to (``task_state``).
 - **Visible**: the call id goes to XCom (``modal_call_id``) and to an extra link to Modal's dashboard.
 - **Local backend**: ``backend="local"`` runs the function's body in the worker (see ``local``): same
   inputs, same result, no Modal account or network.
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
+from modal_gpu import task_state
 from modal_gpu.hooks import CallStatus, ModalGPUHook
 from modal_gpu.links import CALL_ID_KEY, DEFAULT_DASHBOARD_URL_TEMPLATE, ModalCallLink
 from modal_gpu.local import resolve_callable
@@ -84,6 +87,9 @@ class ModalGPUOperator(BaseOperator):
     :param dashboard_url_template: extra-link URL, formatted with ``call_id``.
     :param first_check_after: seconds from deferring to the trigger's first status check; default
         ``max(poll_interval, DEFER_FIRST_CHECK_S)`` (see that constant for why).
+    :param end_from_trigger: a deferred call that succeeds ends the task in the triggerer, its result
+        the ``return_value`` XCom, instead of starting the task again in a worker (default; not under
+        ``dag.test()``, see ``ModalFunctionCallTrigger``).
     """
 
     template_fields: Sequence[str] = (
@@ -119,6 +125,7 @@ class ModalGPUOperator(BaseOperator):
         poll_interval: float = 10.0,
         dashboard_url_template: str = DEFAULT_DASHBOARD_URL_TEMPLATE,
         first_check_after: float | None = None,
+        end_from_trigger: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -138,10 +145,14 @@ class ModalGPUOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.dashboard_url_template = dashboard_url_template
         self.first_check_after = first_check_after
+        self.end_from_trigger = end_from_trigger
         # The call on_kill cancels: set from the spawn (or re-attach) until the call is the trigger's.
         self._call_id: str | None = None
         # The last status seen, so a call found finished gives its result without another round trip.
         self._status: CallStatus | None = None
+        # The call id is in task_state_store (a next try re-attaches), and the task instance to ask.
+        self._persisted = False
+        self._ti: Any = None
 
     @cached_property
     def hook(self) -> ModalGPUHook:
@@ -150,6 +161,7 @@ class ModalGPUOperator(BaseOperator):
     # ---------------------------------------------------------------- execute
 
     def execute(self, context: Context) -> Any:
+        self._ti = context.get("ti")
         if self._prepare_inputs() == "local":
             return self._execute_local()
         call_id, succeeded = self._resume_or_submit(context)
@@ -170,9 +182,20 @@ class ModalGPUOperator(BaseOperator):
         raise ModalCallFailed(self._failure_message(call_id, event.get("message")))
 
     def on_kill(self) -> None:
-        if self._call_id and self._backend() == "modal":
-            self.log.info("Task killed: cancelling Modal call %s", self._call_id)
-            self.hook.cancel(self._call_id)
+        if not self._call_id or self._backend() != "modal":
+            return
+        if self._persisted:
+            state = task_state.read(self._ti, self.log)
+            if task_state.someone_comes_back(state):
+                self.log.info(
+                    "Task stopped by Airflow, not by a user (state %s): leaving Modal call %s running for "
+                    "the next try to re-attach",
+                    state,
+                    self._call_id,
+                )
+                return
+        self.log.info("Task killed: cancelling Modal call %s", self._call_id)
+        self.hook.cancel(self._call_id)
 
     # ------------------------------------------- remote-job steps (ResumableJobMixin's names)
 
@@ -263,6 +286,7 @@ class ModalGPUOperator(BaseOperator):
             status = self.get_job_status(previous, context)
             if self.is_job_active(status):
                 self.log.info("Re-attaching to Modal call %s, still running (no new spawn)", previous)
+                self._persisted = True
                 return previous, False
             if self.is_job_succeeded(status):
                 self.log.info("Modal call %s already succeeded; reusing its result", previous)
@@ -288,6 +312,7 @@ class ModalGPUOperator(BaseOperator):
             self.log.warning("task_state_store unavailable: an Airflow retry will spawn a new call")
             return
         store.set(self.external_id_key, call_id)
+        self._persisted = True
 
     def _publish(self, context: Context, call_id: str) -> None:
         """Make the call visible (XCom for the extra link, the dashboard URL in the log) and killable."""
@@ -311,6 +336,7 @@ class ModalGPUOperator(BaseOperator):
                 poll_interval=self.poll_interval,
                 first_check_after=first_check_after,
                 reattach_on_clear=self.durable,
+                end_from_trigger=self.end_from_trigger,
             ),
             method_name="execute_complete",
         )

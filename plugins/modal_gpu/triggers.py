@@ -5,6 +5,16 @@ with the hook's async polling loop (``ModalGPUHook.await_done``: ``get(timeout=0
 ``asyncio.sleep``, so the triggerer's event loop never blocks), and fires once: success with the call's
 result, or error with the remote exception's type and message.
 
+**A success ends the task in the triggerer** (``end_from_trigger``): the trigger stores the result as
+the task's ``return_value`` XCom and fires Airflow's ``TaskSuccessEvent``, so no worker has to start
+again only to return the result (at k=64 folds a burst of 64 task start-ups at the end of every run,
+docs/benchmarks.md, section 4). The XCom goes through the triggerer's execution-API channel, serialized
+by the XCom backend exactly as a worker's return value is; the event's own ``xcoms`` are not used: in
+Airflow 3.3.2 the triggerer stores them JSON-encoded a second time, and readers get a string. Only in a
+real triggerer (it sets ``task_instance``): ``dag.test()`` runs the trigger inline and resumes the task
+with the event's payload alone, so there the task resumes in ``execute_complete`` as before. Errors
+always resume the task, so its log and retry carry the message.
+
 ``on_kill`` runs when a user acts on the deferred task. Airflow does not say which action, so the trigger
 reads the task instance's state: marked failed or success (or skipped), the call is cancelled so no GPU
 keeps running unseen; cleared (the task is about to run again), the call is left running, and the next
@@ -16,16 +26,19 @@ state cannot be read, it cancels.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-from modal_gpu.hooks import ModalGPUHook
+from modal_gpu import hooks, task_state
+from modal_gpu.hooks import UNREACHABLE_ERRORS, ModalGPUHook
 
-# Task-instance states after which a cancelled trigger's call has no one left to wait for it.
-FINISHED_STATES = {"failed", "success", "skipped", "upstream_failed", "removed"}
-_UNKNOWN = "unknown"
+# The XCom key of a task's result (what execute_complete's return value is stored under).
+RETURN_VALUE_KEY = "return_value"
+# How long storing the result XCom may take before the task resumes in a worker instead.
+XCOM_PUSH_TIMEOUT_S = 60.0
 # How long on_kill waits for the task state before cancelling anyway.
 STATE_READ_TIMEOUT_S = 10.0
 
@@ -40,6 +53,8 @@ class ModalFunctionCallTrigger(BaseTrigger):
     :param first_check_after: seconds before the first status check (see ``ModalGPUOperator``).
     :param reattach_on_clear: the next try re-attaches to the call (a ``durable`` operator), so a clear
         leaves it running; ``False`` cancels on a clear as well.
+    :param end_from_trigger: on success, end the task here with the result as its ``return_value``
+        XCom (in a real triggerer only; see the module docstring).
     """
 
     def __init__(
@@ -50,6 +65,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
         cancel_on_kill: bool = True,
         first_check_after: float = 0.0,
         reattach_on_clear: bool = True,
+        end_from_trigger: bool = True,
     ) -> None:
         super().__init__()
         self.first_check_after = first_check_after
@@ -58,6 +74,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.cancel_on_kill = cancel_on_kill
         self.reattach_on_clear = reattach_on_clear
+        self.end_from_trigger = end_from_trigger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -69,14 +86,28 @@ class ModalFunctionCallTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
                 "first_check_after": self.first_check_after,
                 "reattach_on_clear": self.reattach_on_clear,
+                "end_from_trigger": self.end_from_trigger,
             },
         )
 
     async def _hook(self) -> ModalGPUHook:
-        """A hook whose client is built off the event loop (reading the connection may block)."""
-        hook = ModalGPUHook(modal_conn_id=self.modal_conn_id)
-        await asyncio.to_thread(lambda: hook.client)
-        return hook
+        """A hook whose client is built off the event loop (reading the connection may block).
+
+        A trigger that starts while Modal is unreachable (a triggerer restarted during an outage) keeps
+        trying for the same grace period as a status check (``hooks.UNREACHABLE_GRACE_S``) instead of
+        failing the fold: building the client connects, and that gives up after about a minute.
+        """
+        since = time.monotonic()
+        while True:
+            hook = ModalGPUHook(modal_conn_id=self.modal_conn_id)
+            try:
+                await asyncio.to_thread(getattr, hook, "client")
+                return hook
+            except UNREACHABLE_ERRORS as exc:
+                if time.monotonic() - since > hooks.UNREACHABLE_GRACE_S:
+                    raise
+                self.log.warning("Modal unreachable (%s) while connecting; trying again", exc)
+                await asyncio.sleep(self.poll_interval)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
@@ -93,10 +124,38 @@ class ModalFunctionCallTrigger(BaseTrigger):
                 {"status": "error", "call_id": self.call_id, "message": f"{type(exc).__name__}: {exc}"}
             )
             return
-        if status.state == "success":
+        if status.state == "success" and self.end_from_trigger and await self._store_result(status.result):
+            self.log.info("Modal call %s succeeded; task ended here with its result", self.call_id)
+            yield TaskSuccessEvent()
+        elif status.state == "success":
             yield TriggerEvent({"status": "success", "call_id": self.call_id, "result": status.result})
         else:
             yield TriggerEvent({"status": "error", "call_id": self.call_id, "message": status.error})
+
+    async def _store_result(self, result: Any) -> bool:
+        """The result as the task's return-value XCom, as a worker would push it; False when there is no
+        triggerer channel (``dag.test()``) or the push failed (the task then resumes in a worker)."""
+        ti = self.task_instance
+        if ti is None:
+            return False
+        try:
+            from airflow.sdk.execution_time.comms import SetXCom
+            from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+            from airflow.sdk.execution_time.xcom import XCom
+
+            keys = {
+                "dag_id": ti.dag_id,
+                "run_id": ti.run_id,
+                "task_id": ti.task_id,
+                "map_index": ti.map_index,
+            }
+            value = await asyncio.to_thread(XCom.serialize_value, result, key=RETURN_VALUE_KEY, **keys)
+            push = SUPERVISOR_COMMS.asend(SetXCom(key=RETURN_VALUE_KEY, value=value, **keys))
+            await asyncio.wait_for(push, timeout=XCOM_PUSH_TIMEOUT_S)
+        except Exception:
+            self.log.warning("could not store the result here; the task resumes in a worker", exc_info=True)
+            return False
+        return True
 
     async def on_kill(self) -> None:
         if not self.cancel_on_kill:
@@ -108,10 +167,12 @@ class ModalFunctionCallTrigger(BaseTrigger):
 
     async def _kill(self) -> None:
         try:
-            state = await asyncio.wait_for(self._task_state(), timeout=STATE_READ_TIMEOUT_S)
+            state = await asyncio.wait_for(
+                task_state.aread(self.task_instance, self.log), STATE_READ_TIMEOUT_S
+            )
         except TimeoutError:
-            state = _UNKNOWN
-        if self.reattach_on_clear and state != _UNKNOWN and state not in FINISHED_STATES:
+            state = task_state.UNKNOWN
+        if self.reattach_on_clear and task_state.someone_comes_back(state):
             self.log.info(
                 "Task cleared (state %s): leaving Modal call %s running for the next try to re-attach",
                 state,
@@ -122,27 +183,3 @@ class ModalFunctionCallTrigger(BaseTrigger):
         hook = await self._hook()
         await asyncio.wait_for(hook.acancel(self.call_id), timeout=30)
         self.log.info("Modal call %s cancelled", self.call_id)
-
-    async def _task_state(self) -> str | None:
-        """This trigger's task-instance state as the user left it, or ``_UNKNOWN``."""
-        ti = self.task_instance
-        if ti is None:
-            return _UNKNOWN
-        try:
-            from airflow.sdk.execution_time.comms import GetTaskStates
-            from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
-
-            response = await SUPERVISOR_COMMS.asend(
-                GetTaskStates(
-                    dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index
-                )
-            )
-            states = response.task_states.get(ti.run_id, {})
-            key = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"
-            if key not in states:
-                return _UNKNOWN
-            state = states[key]
-            return getattr(state, "value", state)
-        except Exception:  # the comms channel is not there (e.g. dag.test's inline trigger)
-            self.log.debug("could not read the task state", exc_info=True)
-            return _UNKNOWN

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from scripts.process_groups import wait_until
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN_ID = "ak-fake"
 TOKEN_SECRET = "as-fake"
@@ -54,6 +56,7 @@ class FakeModalControlPlane:
         self.env = dict(env or {})
         self.events_file = self.workdir / "events.jsonl"
         self.ready_file = self.workdir / "ready.txt"
+        self.control_file = self.workdir / "control.txt"
         self.stdout_file = self.workdir / "server.stdout"
         self.stderr_file = self.workdir / "server.stderr"
         self.process: subprocess.Popen[bytes] | None = None
@@ -76,6 +79,8 @@ class FakeModalControlPlane:
             str(self.events_file),
             "--ready-file",
             str(self.ready_file),
+            "--control-file",
+            str(self.control_file),
         ]
 
     def start(self, timeout: float = 60.0) -> Self:
@@ -186,13 +191,20 @@ class FakeModalControlPlane:
     def finished(self) -> list[dict[str, Any]]:
         return self.events("finished")
 
+    # ---- faults ----
+
+    def preempt(self, call_id: str) -> None:
+        """Preempt the call's running input: it stops and starts again (a ``preempted`` event)."""
+        import httpx
+
+        base = self.control_file.read_text().strip()
+        httpx.post(f"{base}/faults/preempt/{call_id}", timeout=10).raise_for_status()
+
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
         """Poll `predicate` until it returns something truthy and return that; TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"condition not met within {timeout} s; events so far: {self.events()}")
-            time.sleep(interval)
+        try:
+            return wait_until(predicate, timeout, "a condition", interval)
+        except TimeoutError:
+            raise TimeoutError(
+                f"condition not met within {timeout} s; events so far: {self.events()}"
+            ) from None

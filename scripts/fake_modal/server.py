@@ -15,7 +15,9 @@ remote exception with its type and message. Retry policies and timeouts passed t
 `with_options()` are honoured as Modal's backend does.
 
 Every observable event is appended as one JSON line to `--events-file` (see `EventLog`), and the bound
-port is written to `--ready-file` once the server listens.
+port is written to `--ready-file` once the server listens. Faults for tests go through a small HTTP
+control endpoint (its base URL is written to `--control-file`): `POST /faults/preempt/{call_id}` stops
+the call's running input and starts it again, as Modal does after a preemption (see `preemption.py`).
 
 Run it from the repo root: `python -m scripts.fake_modal.server APP/NAME=module:attr ... --port 0
 --events-file events.jsonl --ready-file ready.txt` (or `python scripts/fake_modal/server.py ...`).
@@ -58,6 +60,7 @@ class EventLog:
       - `spawn`: `app`, `function`, `function_id`, `call_id`, `gpu` (e.g. "H100", "H100:2" or null),
         `timeout` (seconds or null), `retries` (max retries or null), `kwargs_keys`, `num_args`, `t`.
       - `retry`: `call_id`, `attempt` (1 for the first retry), `error`, `t`.
+      - `preempted`: `call_id`, `t` (the input was stopped and starts again; not a retry).
       - `cancel`: `call_id`, `terminate_containers`, `t`.
       - `finished`: `call_id`, `status` ("success" | "failure" | "cancelled"), `t`, and for failures
         `error` (repr of the exception, or "timeout").
@@ -168,6 +171,8 @@ def _build_servicer_class():
     from modal.retries import RetryManager
     from modal_proto import api_grpc, api_pb2
 
+    from scripts.fake_modal.preemption import Preempted, Preemptions
+
     @patch_mock_servicer
     class FakeModalServicer(api_grpc.ModalClientBase):
         """Implements the RPCs that `Function.from_name/with_options/spawn/remote` and `FunctionCall
@@ -195,6 +200,7 @@ def _build_servicer_class():
             self.calls: dict[str, Call] = {}
             self.blobs: dict[str, bytes] = {}
             self.blob_url_base = ""  # set once the blob HTTP server listens
+            self.preemptions = Preemptions()
             for (app, name), target in functions.items():
                 fn = FunctionVariant(function_id=self._new_id("fu"), app=app, name=name, target=target)
                 fn.base_function_id = fn.function_id
@@ -303,6 +309,9 @@ def _build_servicer_class():
                 attempt = 0
                 while True:
                     status, result, error = await self._attempt(call, args, kwargs)
+                    if status == "preempted":  # Modal restarts a preempted input; it is not a retry
+                        self.events.write({"type": "preempted", "call_id": call.call_id})
+                        continue
                     if status == "success" or fn.retry_policy is None or attempt >= fn.retry_policy.retries:
                         break
                     attempt += 1
@@ -328,7 +337,9 @@ def _build_servicer_class():
             """Run the body once; returns (status, GenericResult, error description)."""
             fn = call.function
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self.executor, invoke, fn.target, args, kwargs)
+            future = loop.run_in_executor(
+                self.executor, self.preemptions.run, call.call_id, invoke, fn.target, args, kwargs
+            )
             try:
                 if fn.timeout:
                     value = await asyncio.wait_for(future, fn.timeout)
@@ -344,6 +355,8 @@ def _build_servicer_class():
             except asyncio.CancelledError:
                 future.cancel()
                 raise
+            except Preempted:
+                return "preempted", None, None
             except Exception as exc:
                 return "failure", self._failure_result(call, exc), repr(exc)
             try:
@@ -567,9 +580,16 @@ def _blob_app(servicer: Any):
             return web.Response(status=404, text="blob not found")
         return web.Response(status=200, body=data, content_type="application/octet-stream")
 
+    async def preempt(request: web.Request) -> web.Response:
+        call_id = request.match_info["call_id"]
+        if not servicer.preemptions.preempt(call_id):
+            return web.Response(status=404, text=f"call {call_id} has no running input")
+        return web.Response(status=200, text="preempted")
+
     app = web.Application(client_max_size=1024**3)
     app.router.add_put("/blobs/{blob_id}", put_blob)
     app.router.add_get("/blobs/{blob_id}", get_blob)
+    app.router.add_post("/faults/preempt/{call_id}", preempt)
     return app
 
 
@@ -610,6 +630,8 @@ async def serve(args: argparse.Namespace) -> None:
     await server.start(sock=grpc_sock)
     port = grpc_sock.getsockname()[1]
 
+    if args.control_file:
+        Path(args.control_file).write_text(servicer.blob_url_base + "\n")
     if args.ready_file:
         ready = Path(args.ready_file)
         tmp = ready.with_name(ready.name + ".tmp")
@@ -645,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--events-file", help="append one JSON line per event here")
     parser.add_argument("--ready-file", help="write the bound port here once listening")
+    parser.add_argument("--control-file", help="write the base URL of the fault-control endpoint here")
     parser.add_argument(
         "--workers", type=int, default=DEFAULT_WORKERS, help="worker threads for function bodies"
     )

@@ -1,15 +1,19 @@
 """One real Airflow for the end-to-end tests, with the fake Modal control plane beside it.
 
 Airflow runs its API server, scheduler, DAG processor and triggerer (LocalExecutor, SQLite) on
-127.0.0.1, started once per session and stopped by process group. The fake Modal control plane serves
-the app's functions from another storage root (the stand-in for the Modal Volume). The Modal token and a
-W&B key are configured the way users configure them, so the secrets test can look for them everywhere.
+127.0.0.1, started once for this folder's tests and stopped by process group after the last of them
+(``tests/e2e_celery`` runs the same stack, ``e2e_stack``, on the compose topology). The fake Modal
+control plane serves the app's functions from another storage root (the stand-in for the Modal
+Volume). The Modal token and a W&B key are configured the way users configure them, so the secrets test
+can look for them everywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +68,12 @@ class TokenCheckingControlPlane(FakeModalControlPlane):
         return [*super().command(), "--token", f"{MODAL_TOKEN_ID}:{MODAL_TOKEN_SECRET}"]
 
 
-@pytest.fixture(scope="session")
-def e2e(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> E2E:
-    base = tmp_path_factory.mktemp("e2e")
+@contextlib.contextmanager
+def e2e_stack(
+    launcher: Callable[..., LocalAirflow], base: Path, demo_root: Path, env: dict[str, str] | None = None
+) -> Iterator[E2E]:
+    """The fake Modal plane and an Airflow made by ``launcher(home, env=...)``, the demo dataset in
+    both storages; stopped (and their logs kept in test-artifacts/<base name>) at the end."""
     local_storage, modal_storage = base / "storage", base / "modal-volume"
     for storage in (local_storage, modal_storage):
         shutil.copytree(demo_root, storage / DATASET)
@@ -75,19 +82,17 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> E2E:
     )
     plane.start()
     connection = {"conn_type": "modal", "login": MODAL_TOKEN_ID, "password": MODAL_TOKEN_SECRET}
-    airflow = LocalAirflow(
-        base / "airflow",
-        env={
-            "LEROBOT_KFOLD_STORAGE": str(local_storage),
-            "LEROBOT_KFOLD_POLL_INTERVAL_S": "1",
-            "LEROBOT_KFOLD_MAX_PARALLEL_FOLDS": "2",
-            "MODAL_SERVER_URL": plane.url,
-            "AIRFLOW_CONN_MODAL_DEFAULT": json.dumps(connection),
-            "AIRFLOW_CONN_WANDB_DEFAULT": json.dumps({"conn_type": "generic", "password": WANDB_API_KEY}),
-            "WANDB_API_KEY": WANDB_API_KEY,
-            "HF_HUB_OFFLINE": "1",
-        },
-    )
+    settings = {
+        "LEROBOT_KFOLD_STORAGE": str(local_storage),
+        "LEROBOT_KFOLD_POLL_INTERVAL_S": "1",
+        "LEROBOT_KFOLD_MAX_PARALLEL_FOLDS": "2",
+        "MODAL_SERVER_URL": plane.url,
+        "AIRFLOW_CONN_MODAL_DEFAULT": json.dumps(connection),
+        "AIRFLOW_CONN_WANDB_DEFAULT": json.dumps({"conn_type": "generic", "password": WANDB_API_KEY}),
+        "WANDB_API_KEY": WANDB_API_KEY,
+        "HF_HUB_OFFLINE": "1",
+    }
+    airflow = launcher(base / "airflow", env={**settings, **(env or {})})
     try:
         airflow.start()
         airflow.wait_for_dag(DAG_ID)
@@ -95,12 +100,19 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> E2E:
     finally:
         airflow.stop()
         plane.stop()
-        _keep_artifacts(airflow, plane)
+        _keep_artifacts(airflow, plane, base.name)
 
 
-def _keep_artifacts(airflow: LocalAirflow, plane: FakeModalControlPlane) -> None:
+@pytest.fixture(scope="package")
+def e2e(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Iterator[E2E]:
+    """One LocalAirflow (SQLite, LocalExecutor) for this folder's tests, stopped after the last one."""
+    with e2e_stack(LocalAirflow, tmp_path_factory.mktemp("e2e"), demo_root) as stack:
+        yield stack
+
+
+def _keep_artifacts(airflow: LocalAirflow, plane: FakeModalControlPlane, name: str) -> None:
     """Airflow's and the fake plane's logs, for a failed CI run (test-artifacts/ is git-ignored)."""
-    target = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
+    target = Path(__file__).resolve().parents[2] / "test-artifacts" / name.rstrip("0123456789")
     target.mkdir(parents=True, exist_ok=True)
     for source in (airflow.home / "airflow.log", plane.events_file, plane.stderr_file):
         if source.exists():

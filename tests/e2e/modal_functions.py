@@ -2,11 +2,13 @@
 
 ``prepare_dataset`` and ``aggregate`` are the real app's bodies. ``train_fold`` is the real body too,
 but when the DAG run id contains ``slow`` it first waits (without using a CPU) as a GPU container
-would while starting: the window in which a test marks a deferred fold failed or clears it.
+would while starting: the window in which a test marks a deferred fold failed or clears it, or restarts
+an Airflow component. ``slow`` waits 25 s, ``slowNN`` NN s.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -21,8 +23,9 @@ _ONE_AT_A_TIME = threading.Lock()
 
 
 def train_fold(config: dict[str, Any]) -> dict[str, Any]:
-    if SLOW_MARKER in str(config.get("run_id")):
-        time.sleep(SLOW_SECONDS)
+    slow = re.search(rf"{SLOW_MARKER}(\d*)", str(config.get("run_id")))
+    if slow:
+        time.sleep(float(slow.group(1) or SLOW_SECONDS))
     with _ONE_AT_A_TIME:
         return modal_app.train_fold.local(config)
 

@@ -20,3 +20,16 @@ def sleep_then_return(seconds: float, value: Any) -> Any:
 def fail(message: str) -> None:
     """Raise `RuntimeError(message)` (a remote failure)."""
     raise RuntimeError(message)
+
+
+_STARTS: list[float] = []
+
+
+def busy_for(seconds: float) -> int:
+    """Stay busy in Python (small sleeps) for `seconds`; return how many times an input was started in
+    this server (a preempted input starts again)."""
+    _STARTS.append(time.time())
+    end = time.time() + seconds
+    while time.time() < end:
+        time.sleep(0.01)
+    return len(_STARTS)

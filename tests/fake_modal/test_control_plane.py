@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,12 +17,14 @@ import modal.exception
 import pytest
 
 from scripts.fake_modal.control_plane import REPO_ROOT, TOKEN_ID, TOKEN_SECRET, FakeModalControlPlane
+from scripts.fake_modal.outage import OutageProxy
 
 APP = "fake-app"
 FUNCTIONS = {
     f"{APP}/echo": "tests.fake_modal.functions:echo",
     f"{APP}/sleep": "tests.fake_modal.functions:sleep_then_return",
     f"{APP}/fail": "tests.fake_modal.functions:fail",
+    f"{APP}/busy": "tests.fake_modal.functions:busy_for",
     "fake-sample-app/add": "tests.fake_modal.sample_app:add",
 }
 
@@ -234,3 +237,38 @@ def test_events_file_is_json_lines(plane, client):
     _fn(client, "echo").spawn(z=0).get(timeout=10)
     lines = Path(plane.events_file).read_text().splitlines()
     assert lines and all(line.startswith("{") and line.endswith("}") for line in lines)
+
+
+class TestFaults:
+    def test_a_preempted_input_starts_again_under_the_same_call(self, plane, client):
+        call = _fn(client, "busy").spawn(seconds=2.0)
+        plane.wait_for(lambda: _event_for(plane, "spawn", call.object_id))
+        time.sleep(0.5)
+
+        plane.preempt(call.object_id)
+
+        assert call.get(timeout=20) == 2  # started twice: once, and again after the preemption
+        assert _event_for(plane, "preempted", call.object_id)
+        assert [e["type"] for e in plane.events() if e.get("call_id") == call.object_id] == [
+            "spawn",
+            "preempted",
+            "finished",
+        ]
+
+    def test_through_a_cut_proxy_the_plane_is_unreachable_until_restored(self, plane, monkeypatch):
+        with contextlib.closing(OutageProxy(plane.port).start()) as proxy:
+            monkeypatch.setenv("MODAL_SERVER_URL", proxy.url)
+            client = modal.Client.from_credentials(TOKEN_ID, TOKEN_SECRET)
+            try:
+                call = _fn(client, "sleep").spawn(seconds=1.5, value="after the outage")
+                proxy.cut()
+                with pytest.raises(modal.exception.ConnectionError):
+                    modal.FunctionCall.from_id(call.object_id, client=client).get(timeout=0)
+                proxy.restore()
+
+                assert modal.FunctionCall.from_id(call.object_id, client=client).get(timeout=20) == (
+                    "after the outage"
+                )
+            finally:
+                client.close()
+        assert len([s for s in plane.spawns() if s["call_id"] == call.object_id]) == 1

@@ -327,6 +327,7 @@ class TestModalGPUOperatorDeferrable:
             "cancel_on_kill": True,
             "first_check_after": DEFER_FIRST_CHECK_S,
             "reattach_on_clear": True,
+            "end_from_trigger": True,
         }
 
     def test_gpu_timeout_and_retries_left_out_keep_the_function_defaults(self, plane, make_operator):
@@ -599,6 +600,40 @@ class TestModalGPUOperatorPolling:
 
 
 class TestModalGPUOperatorOnKill:
+    @pytest.mark.parametrize(
+        ("state", "cancelled"),
+        [
+            pytest.param("up_for_retry", False, id="airflow-retries-it"),
+            pytest.param("running", False, id="the-next-try-already-runs"),
+            pytest.param("restarting", False, id="cleared"),
+            pytest.param("failed", True, id="marked-failed"),
+            pytest.param("success", True, id="marked-success"),
+            pytest.param("unknown", True, id="state-unreadable"),
+        ],
+    )
+    def test_a_stored_call_is_left_running_when_another_try_comes(
+        self, plane, modal_connection, make_operator, monkeypatch, state, cancelled
+    ):
+        """Seen in the fan-out benchmark at k=64 on Celery: the call id's XCom push timed out after the
+        spawn, Airflow started the next try and stopped this one, and on_kill cancelled the call that
+        try would have re-attached to, so the fold was paid twice."""
+        operator = make_operator(
+            deferrable=False, function_name="sleep", function_kwargs={"seconds": 30.0, "value": None}
+        )
+        context = make_context(InMemoryTaskStateStore())
+        operator._ti = context["ti"]
+        call_id, _ = operator._resume_or_submit(context)  # spawned, and stored for the next try
+        monkeypatch.setattr("modal_gpu.task_state.read", lambda ti, log: state)
+
+        operator.on_kill()
+
+        if cancelled:
+            assert event_for(plane, "cancel", call_id)
+        else:
+            time.sleep(0.3)
+            assert events_of(plane, "cancel", call_id) == []
+            operator.hook.cancel(call_id)  # the test's own clean-up
+
     def test_on_kill_before_any_spawn_does_nothing(self, make_operator, monkeypatch):
         operator = make_operator()
         monkeypatch.setattr(ModalGPUHook, "cancel", lambda *a, **k: pytest.fail("nothing to cancel"))

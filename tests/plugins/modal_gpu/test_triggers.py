@@ -6,17 +6,21 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import modal
+import modal.exception
 import pytest
 from airflow._shared.module_loading import import_string  # what the triggerer uses
-from airflow.triggers.base import TriggerEvent
+from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
 from modal_gpu.hooks import ModalGPUHook
 from modal_gpu.triggers import ModalFunctionCallTrigger
 from tests.plugins.modal_gpu.support import APP, event_for, events_of, unreachable_client
 
 POLL = 0.2
+# The task instance a triggerer gives a trigger (the fields the trigger reads).
+RUNTIME_TI = SimpleNamespace(dag_id="d", run_id="r", task_id="kfold_cv.train_fold", map_index=2)
 
 
 @pytest.fixture
@@ -50,6 +54,7 @@ class TestModalFunctionCallTriggerSerialization:
                     "cancel_on_kill": False,
                     "first_check_after": 10.0,
                     "reattach_on_clear": False,
+                    "end_from_trigger": False,
                 },
                 id="all-settings",
             ),
@@ -80,6 +85,7 @@ class TestModalFunctionCallTriggerSerialization:
             "cancel_on_kill": True,
             "first_check_after": 0.0,
             "reattach_on_clear": True,
+            "end_from_trigger": True,
         }
 
 
@@ -93,6 +99,51 @@ class TestModalFunctionCallTriggerRun:
             TriggerEvent({"status": "success", "call_id": call_id, "result": {"fold": 1, "val_l1": 0.5}})
         ]
         assert event_for(plane, "finished", call_id)["status"] == "success"
+
+    def test_in_a_triggerer_a_success_stores_the_result_and_ends_the_task(self, plane, hook, monkeypatch):
+        from airflow.sdk.execution_time import task_runner
+        from airflow.sdk.execution_time.comms import SetXCom
+
+        sent = []
+
+        class Comms:  # the triggerer's channel to the execution API
+            async def asend(self, message):
+                sent.append(message)
+
+        monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", Comms(), raising=False)
+        call_id = hook.spawn(APP, "sleep", {"seconds": 0.3, "value": {"fold": 3, "val_l1": 0.25}})
+        trigger = ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL)
+        trigger.task_instance = RUNTIME_TI  # what the triggerer sets
+
+        events = run_trigger(trigger)
+
+        assert len(events) == 1 and isinstance(events[0], TaskSuccessEvent)
+        assert events[0].xcoms is None  # stored through the channel instead (see the module docstring)
+        assert sent == [
+            SetXCom(
+                key="return_value",
+                value={"fold": 3, "val_l1": 0.25},
+                dag_id="d",
+                run_id="r",
+                task_id="kfold_cv.train_fold",
+                map_index=2,
+            )
+        ]
+
+    @pytest.mark.parametrize("outcome", ["failure", "end_from_trigger=False", "no triggerer channel"])
+    def test_in_a_triggerer_an_error_or_opting_out_resumes_the_task(self, plane, hook, outcome):
+        if outcome == "failure":
+            call_id, options = hook.spawn(APP, "fail", {"message": "fold 2 diverged"}), {}
+        else:
+            options = {"end_from_trigger": False} if outcome == "end_from_trigger=False" else {}
+            call_id = hook.spawn(APP, "echo", {"x": 1})
+        trigger = ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL, **options)
+        trigger.task_instance = RUNTIME_TI
+
+        events = run_trigger(trigger)
+
+        assert len(events) == 1 and not isinstance(events[0], TaskSuccessEvent)
+        assert events[0].payload["status"] == ("error" if outcome == "failure" else "success")
 
     def test_yields_one_error_event_with_the_remote_message(self, plane, hook):
         call_id = hook.spawn(APP, "fail", {"message": "fold 2 diverged"})
@@ -174,6 +225,25 @@ class TestModalFunctionCallTriggerRun:
 
         assert events == [TriggerEvent({"status": "success", "call_id": call_id, "result": "done"})]
 
+    def test_a_trigger_that_starts_while_modal_is_unreachable_keeps_trying(self, plane, hook, monkeypatch):
+        # What a triggerer restarted during an outage does: the client cannot connect at first.
+        call_id = hook.spawn(APP, "sleep", {"seconds": 0.5, "value": "done"})
+        real_client = ModalGPUHook.client
+        attempts: list[int] = []
+
+        def flaky_client(self: ModalGPUHook) -> modal.Client:
+            attempts.append(1)
+            if len(attempts) <= 2:
+                raise modal.exception.ConnectionError("Could not connect to the Modal server.")
+            return real_client.fget(self)
+
+        monkeypatch.setattr(ModalGPUHook, "client", property(flaky_client))
+
+        events = run_trigger(ModalFunctionCallTrigger(call_id=call_id, poll_interval=POLL))
+
+        assert events == [TriggerEvent({"status": "success", "call_id": call_id, "result": "done"})]
+        assert len(attempts) >= 3
+
 
 class TestModalFunctionCallTriggerOnKill:
     def test_on_kill_cancels_the_call(self, plane, hook):
@@ -225,10 +295,10 @@ class TestModalFunctionCallTriggerOnKill:
             call_id=call_id, poll_interval=POLL, reattach_on_clear=reattach_on_clear
         )
 
-        async def task_state() -> str | None:
+        async def read_state(ti, log) -> str | None:
             return state
 
-        monkeypatch.setattr(trigger, "_task_state", task_state)
+        monkeypatch.setattr("modal_gpu.task_state.aread", read_state)
         asyncio.run(trigger.on_kill())
 
         if cancelled:
