@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lerobot_kfold import comparison
 from lerobot_kfold.atomic_io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from lerobot_kfold.declared import check_declared, setting
 from lerobot_kfold.results import (
@@ -45,6 +46,7 @@ from lerobot_kfold.results import (
     FoldResult,
     FoldRow,
     MetricStats,
+    SuccessRates,
     Totals,
     finite_float,
     json_safe,
@@ -198,7 +200,9 @@ def summarize(
     if len(folds.succeeded) < n_required:
         raise NotEnoughFoldsError(len(folds.succeeded), n_required, len(folds.rows), folds.failed)
     names = metric_names(folds, config.selection_metric)
-    metrics, warnings = metric_statistics(names, folds, float(config.confidence))
+    ok_results = [r for r in by_id.values() if r.ok]
+    ratio = comparison.test_train_ratio(ok_results)
+    metrics, warnings = metric_statistics(names, folds, float(config.confidence), ratio)
     best = best_fold(folds, config)
     totals = count_totals(folds, len(missing_ids))
     if totals.n_repeats > 1:
@@ -215,7 +219,14 @@ def summarize(
         failed_folds=folds.failed,
         folds=folds.rows,
         warnings=warnings,
+        success_rates=_success_rates(ok_results, float(config.confidence)),
+        intervals=comparison.interval_methods(ok_results, len(folds.rows)),
     )
+
+
+def _success_rates(results: Sequence[FoldResult], confidence: float) -> dict[str, SuccessRates]:
+    rates = comparison.success_rates(results, confidence)
+    return {} if rates is None else {comparison.SUCCESS_METRIC: rates}
 
 
 def index_results(
@@ -329,7 +340,7 @@ def metric_names(folds: ClassifiedFolds, selection_metric: str) -> list[str]:
 
 
 def metric_statistics(
-    names: list[str], folds: ClassifiedFolds, confidence: float
+    names: list[str], folds: ClassifiedFolds, confidence: float, ratio: float | None = None
 ) -> tuple[dict[str, MetricStats], list[str]]:
     """Statistics of each metric over the successful folds that have a finite value, and warnings."""
     stats: dict[str, MetricStats] = {}
@@ -346,12 +357,17 @@ def metric_statistics(
                 f"metric {name!r} aggregated over {len(values)} of {len(folds.succeeded)} successful folds "
                 f"(missing, NaN or infinite in folds {', '.join(map(str, lacking))})"
             )
-        stats[name] = metric_stats(values, confidence, lacking)
+        stats[name] = metric_stats(values, confidence, lacking, ratio)
     return stats, warnings
 
 
-def metric_stats(values: list[float], confidence: float, missing_fold_ids: list[int]) -> MetricStats:
-    """Mean, sample std, sem and t-interval of ``values``; spread fields are None when n == 1."""
+def metric_stats(
+    values: list[float], confidence: float, missing_fold_ids: list[int], ratio: float | None = None
+) -> MetricStats:
+    """Mean, sample std, sem and t-interval of ``values``; spread fields are None when n == 1.
+
+    With ``ratio`` (a fold's held-out/training episode ratio) also the corrected resampled t-interval.
+    """
     n = len(values)
     arr = np.asarray(values, dtype=float)
     mean = float(arr[0]) if (arr == arr[0]).all() else float(arr.mean())
@@ -364,6 +380,7 @@ def metric_stats(values: list[float], confidence: float, missing_fold_ids: list[
         from scipy import stats  # lazily: every fold process imports this module, few need scipy
 
         half = float(stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)) * sem
+    corrected = None if ratio is None else comparison.corrected_t(values, ratio, confidence)
     return MetricStats(
         n=n,
         mean=mean,
@@ -375,6 +392,9 @@ def metric_stats(values: list[float], confidence: float, missing_fold_ids: list[
         min=low,
         max=high,
         missing_fold_ids=missing_fold_ids,
+        corrected_ci_low=None if corrected is None else corrected.ci_low,
+        corrected_ci_high=None if corrected is None else corrected.ci_high,
+        corrected_ci_half_width=None if corrected is None else corrected.ci_high - corrected.mean,
     )
 
 
@@ -478,14 +498,32 @@ def _result_columns(result: FoldResult | None) -> dict[str, Any]:
     }
 
 
+def candidates_table(summary: CVSummary, candidate_results: Mapping[str, Sequence[FoldResult]]) -> Any:
+    """folds.csv of a comparison: every candidate's folds, a ``candidate`` column first."""
+    import pandas as pd
+
+    assert summary.comparison is not None
+    tables = []
+    for candidate in summary.comparison.candidates:
+        table = folds_table(candidate.summary, candidate_results[candidate.name])
+        table.insert(0, "candidate", candidate.name)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
 def write_outputs(
-    summary: CVSummary, fold_results: Sequence[FoldResult], out_dir: str | Path
+    summary: CVSummary,
+    fold_results: Sequence[FoldResult],
+    out_dir: str | Path,
+    candidate_results: Mapping[str, Sequence[FoldResult]] | None = None,
 ) -> dict[str, str]:
     """Write ``folds.csv``, ``report.png``, ``report.html`` and ``summary.json`` into ``out_dir``.
 
     Every file is written atomically (temporary file + rename), so a reader sees the old or the new
     version, never a part. ``summary.json`` is written last: when it is there, the others are too.
     Returns the paths under the keys ``folds_csv``, ``report_png``, ``report_html``, ``summary_json``.
+    With several candidates (``candidate_results`` by name, ``summary.comparison`` set) folds.csv holds
+    every candidate's folds and ``comparison.png`` (key ``comparison_png``) shows them side by side.
     """
     from lerobot_kfold import report
 
@@ -497,9 +535,15 @@ def write_outputs(
         "report_html": out / "report.html",
         "summary_json": out / "summary.json",
     }
-    write_text_atomic(paths["folds_csv"], folds_table(summary, fold_results).to_csv(index=False))
+    compared = summary.comparison is not None and candidate_results is not None
+    table = candidates_table(summary, candidate_results) if compared else folds_table(summary, fold_results)
+    write_text_atomic(paths["folds_csv"], table.to_csv(index=False))
     png = report.figure_png_bytes(summary, fold_results)
     write_bytes_atomic(paths["report_png"], png)
-    write_text_atomic(paths["report_html"], report.render_html(summary, png))
+    comparison_png = report.comparison_png_bytes(summary)
+    if compared and comparison_png is not None:
+        paths["comparison_png"] = out / "comparison.png"
+        write_bytes_atomic(paths["comparison_png"], comparison_png)
+    write_text_atomic(paths["report_html"], report.render_html(summary, png, comparison_png))
     write_json_atomic(paths["summary_json"], summary.to_dict())
     return {key: str(path) for key, path in paths.items()}

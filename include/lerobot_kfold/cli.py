@@ -1,4 +1,4 @@
-"""Command line: ``python -m lerobot_kfold {demo-dataset,plan,train-fold,aggregate,run}``.
+"""Command line: ``python -m lerobot_kfold {demo-dataset,plan,train-fold,aggregate,run,compare}``.
 
 Each subcommand prints JSON on stdout when a program is meant to read it (``--json`` for ``run``), and
 progress on stderr. Bad input gives one ``error: ...`` line and exit status 2, never a traceback.
@@ -7,6 +7,7 @@ progress on stderr. Bad input gives one ``error: ...`` line and exit status 2, n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -40,6 +41,8 @@ PLAN_GROUPS = ("dataset", "split")
 FOLD_GROUPS = ("training", "evaluation")
 AGGREGATE_GROUPS = ("aggregation",)
 RUN_GROUPS = tuple(GROUPS)
+# The selection settings that apply to a comparison of finished runs (their candidates are given).
+COMPARE_SELECTION = ("baseline", "tie_break")
 # Shorter spellings kept from earlier releases.
 ALIASES = {"dataset_root": ("--root",)}
 
@@ -184,6 +187,29 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lerobot_kfold import jobs
+    from lerobot_kfold.candidates import SelectionSettings
+    from lerobot_kfold.results import CVSummary
+    from lerobot_kfold.summary_table import format_summary
+
+    aggregation = _group(args, "aggregation")
+    selection = build(SelectionSettings, given_options(args, SelectionSettings), text=True)
+    folders = [str(Path(folder).resolve()) for folder in args.runs]
+    compact = jobs.compare_runs(
+        folders,
+        str(Path(args.output_dir).resolve()),
+        dataclasses.asdict(aggregation),
+        dataclasses.asdict(selection),
+        say=_progress,
+    )
+    if args.json:
+        _print_json(compact)
+    else:
+        print(format_summary(CVSummary.from_dict(compact)))
+    return 0
+
+
 def default_parallel(num_folds: int, device: str) -> int:
     """Folds at once when --parallel is not given: one per CPU core on the CPU, one on a GPU.
 
@@ -211,7 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = KFoldRunConfig(
         settings=settings,
         output_dir=args.output_dir,
-        parallel=args.parallel or default_parallel(settings.split.num_folds, settings.training.device),
+        parallel=args.parallel
+        or default_parallel(settings.split.num_folds * len(settings.candidates()), settings.training.device),
         run_id=args.run_id,
         torch_threads=args.torch_threads,
     )
@@ -301,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_options(p, RUN_GROUPS)
     _add_execution_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="compare finished runs that share a fold plan, fold by fold")
+    p.add_argument("runs", nargs="+", help="run folders (each with plan.json and summary.json)")
+    p.add_argument("--output-dir", required=True, help="folder for the comparison's summary and report")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    _add_setting_options(p, AGGREGATE_GROUPS)
+    selection_cls, selection_title = GROUPS["selection"]
+    add_options(p, selection_cls, selection_title, only=COMPARE_SELECTION)
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

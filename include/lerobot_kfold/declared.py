@@ -212,12 +212,22 @@ def parse_json_object(name: str, text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(name, pairs))
     except json.JSONDecodeError as exc:
         raise ValueError(f'{name} must be a JSON object such as {{"dim_model": 64}}: {exc}') from None
     if not isinstance(value, dict):
         raise ValueError(f'{name} must be a JSON object such as {{"dim_model": 64}}, got {text!r}')
     return value
+
+
+def _unique_keys(name: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, refusing a repeated key (``json.loads`` would keep the last)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"{name} has the key {key!r} twice; give each name once")
+        seen[key] = value
+    return seen
 
 
 def split_known(values: Mapping[str, Any], known: Iterable[str], what: str = "setting") -> None:
@@ -264,7 +274,8 @@ def from_edge(name: str, value: Any, spec: Spec) -> Any:
 def edge_value(value: Any, spec: Spec) -> Any:
     """A setting's value as the form and XCom carry it: scalars as they are, objects as JSON text."""
     if spec.kind is dict:
-        return json.dumps(value, sort_keys=True)
+        # Key order is kept: it can mean something (candidates are listed in order of preference).
+        return json.dumps(value)
     return value
 
 
@@ -297,16 +308,23 @@ def option_name(name: str) -> str:
 
 
 def add_options(
-    parser: argparse.ArgumentParser, cls: type, title: str, aliases: Mapping[str, Iterable[str]] | None = None
+    parser: argparse.ArgumentParser,
+    cls: type,
+    title: str,
+    aliases: Mapping[str, Iterable[str]] | None = None,
+    only: Iterable[str] | None = None,
 ) -> None:
-    """One option per declared setting of ``cls``, in a group titled ``title``.
+    """One option per declared setting of ``cls`` (or of those named in ``only``), in a group ``title``.
 
     Options keep the text as given (``default=SUPPRESS``: absent means "the declared default"), so
     the values go through :func:`build` like the form's: one validation for every surface.
     """
     group = parser.add_argument_group(title)
     aliases = aliases or {}
+    wanted = None if only is None else set(only)
     for name, (field, spec) in declared(cls).items():
+        if wanted is not None and name not in wanted:
+            continue
         flags = [option_name(name), *aliases.get(name, ())]
         default = edge_value(default_of(field), spec)
         help_text = f"{spec.help} ({spec.limits_text()}; default {default!r})".replace("%", "%%")

@@ -12,11 +12,16 @@ Volume), inside the Airflow worker for the local backend, and in the CLI's ``run
 - ``train_fold``: train and validate one fold; its folder holds checkpoints, ``result.json`` and, when
   it fails, ``error.json``.
 - ``aggregate``: read every fold's result from storage, summarize, write the summary files and report.
+  With several candidates it also compares them on their paired folds and chooses one (``comparison``).
+- ``plan_refit``: the chosen candidate's config for one more training on every non-hold-out episode,
+  tested once on the hold-out; it runs through ``train_fold``, then ``aggregate`` again records the test.
+- ``compare_runs``: the same comparison over finished runs that share a fold plan.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import sys
@@ -28,12 +33,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lerobot_kfold import dataset_info, storage
-from lerobot_kfold.aggregate import AggregateConfig, summarize, write_outputs
+from lerobot_kfold.aggregate import (
+    METRIC_DIRECTIONS,
+    AggregateConfig,
+    NotEnoughFoldsError,
+    summarize,
+    write_outputs,
+)
 from lerobot_kfold.atomic_io import write_json_atomic
+from lerobot_kfold.candidates import BASE_NAME, SelectionSettings, folder_key
+from lerobot_kfold.comparison import CandidateFolds, compare, rank_correlation, rollout_counts, wilson
 from lerobot_kfold.declared import build
 from lerobot_kfold.demo import read_demo_metadata
 from lerobot_kfold.fold_folder import ForeignFolderError
-from lerobot_kfold.results import FoldResult
+from lerobot_kfold.results import CVSummary, FinalTest, FoldResult
 from lerobot_kfold.splits import (
     DatasetIdentity,
     EpisodeInfo,
@@ -43,7 +56,7 @@ from lerobot_kfold.splits import (
     read_plan,
     write_plan,
 )
-from lerobot_kfold.storage import ERROR_FILE, PLAN_FILE, RESULT_FILE, fold_folder
+from lerobot_kfold.storage import ERROR_FILE, PLAN_FILE, RESULT_FILE, fold_folder, refit_folder
 from lerobot_kfold.training_config import FoldTrainingConfig, TrainingSettings
 
 if TYPE_CHECKING:
@@ -193,16 +206,19 @@ def _fetch_from_hub(repo_id: str, revision: str | None, target: Path, say: Progr
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """A run's fold plan, one training config per fold, and how to aggregate them."""
+    """A run's fold plan, one training config per (candidate, fold), and how to aggregate them."""
 
     plan: FoldPlan
     folds: list[FoldTrainingConfig]
     aggregation: AggregateConfig
+    selection: SelectionSettings = dataclasses.field(default_factory=SelectionSettings)
 
     def describe(self) -> str:
         split = self.plan.config
+        names = [name for name, _ in self.selection.named_overrides()]
+        tasks = f" x {len(names)} candidates ({', '.join(names)})" if len(names) > 1 else ""
         return (
-            f"planned {self.plan.num_folds} folds over {self.plan.dataset.num_episodes} episodes "
+            f"planned {self.plan.num_folds} folds{tasks} over {self.plan.dataset.num_episodes} episodes "
             f"(k={split.k}, repeats={split.repeats}, held out {len(self.plan.holdout_episodes)}), "
             f"plan {self.plan.content_hash()[:12]}"
         )
@@ -215,25 +231,35 @@ def plan_run(
     run_id: str | None,
     **execution: Any,
 ) -> PlannedRun:
-    """Plan the folds over the prepared dataset's episodes and configure each fold's training.
+    """Plan the folds over the prepared dataset's episodes and configure each candidate's fold training.
 
+    Every candidate gets the same folds and the plan's seed, so their fold results pair up. A run of one
+    candidate has today's layout (``folds/fold_NNN``); several get a folder each (``folds/<name>/...``).
     ``execution`` (e.g. ``torch_threads``) sets how the folds run, not what they train.
     """
     plan = plan_folds(dataset.episode_infos(), settings.split, dataset.identity())
-    check_data_supports(settings, dataset, plan)
-    folds = [
-        settings.fold_config(
-            fold,
-            dataset_root=dataset.dataset_root,
-            repo_id=dataset.repo_id,
-            output_dir=fold_folder(run_folder, fold.fold_id),
-            run_id=run_id,
-            dataset_fingerprint=plan.dataset.fingerprint,
-            **execution,
-        )
-        for fold in plan.folds
-    ]
-    return PlannedRun(plan=plan, folds=folds, aggregation=settings.aggregation)
+    candidates = settings.candidates()
+    folds = []
+    for candidate in candidates:
+        key = folder_key(candidate.name, len(candidates))
+        try:
+            check_data_supports(candidate.settings, dataset, plan)
+        except ValueError as exc:
+            raise ValueError(f"candidate {candidate.name!r}: {exc}" if key else str(exc)) from None
+        folds += [
+            candidate.settings.fold_config(
+                fold,
+                dataset_root=dataset.dataset_root,
+                repo_id=dataset.repo_id,
+                output_dir=fold_folder(run_folder, fold.fold_id, key),
+                run_id=run_id,
+                dataset_fingerprint=plan.dataset.fingerprint,
+                candidate=key,
+                **execution,
+            )
+            for fold in plan.folds
+        ]
+    return PlannedRun(plan=plan, folds=folds, aggregation=settings.aggregation, selection=settings.selection)
 
 
 def check_data_supports(settings: RunSettings, dataset: PreparedDataset, plan: FoldPlan) -> None:
@@ -322,6 +348,7 @@ def train_fold(
     full = result.to_dict()
     compact = {key: full[key] for key in _RESULT_KEYS}
     compact["output_dir"] = config["output_dir"]
+    compact["candidate"] = fold.candidate
     return compact
 
 
@@ -338,13 +365,14 @@ def read_fold_result(fold_dir: Path, fold_id: int | None = None) -> FoldResult |
     return None
 
 
-def planned_fold_result(run_folder: str, fold: Fold) -> FoldResult | None:
+def planned_fold_result(run_folder: str, fold: Fold, candidate: str = "") -> FoldResult | None:
     """The result in a planned fold's folder, as a failed fold when it is unreadable or not this fold's.
 
     Never averaged in: a corrupted file, or a result whose episodes are not the plan's for this fold
     (a folder copied from another run), counts as a failed fold whose error says what was found.
+    ``candidate`` is the candidate's folder in a run that compares several (``candidates.folder_key``).
     """
-    folder = storage.resolve(fold_folder(run_folder, fold.fold_id))
+    folder = storage.resolve(fold_folder(run_folder, fold.fold_id, candidate))
     try:
         result = read_fold_result(folder, fold.fold_id)
     except ValueError as exc:
@@ -370,6 +398,8 @@ def aggregate(
     aggregation: dict[str, Any] | None = None,
     run_id: str | None = None,
     fold_results: Sequence[dict[str, Any] | None] | None = None,
+    selection: dict[str, Any] | None = None,
+    refit_result: dict[str, Any] | None = None,
     say: Progress = progress,
 ) -> dict[str, Any]:
     """Summarize a run from the fold folders in storage and write the summary files and report.
@@ -379,22 +409,62 @@ def aggregate(
     its call wrote a result anyway; the full results are still read from storage.
     Every fold of the plan counts: one without a result is a failed fold, never silently dropped;
     ``min_successful_folds`` in ``aggregation`` decides whether the summary may still be given
-    (``NotEnoughFoldsError`` otherwise). Writes ``plan.json``, ``summary.json``, ``folds.csv``,
-    ``report.png`` and ``report.html`` into the run folder, and returns the summary without per-fold
-    rows (small enough for XCom).
+    (``NotEnoughFoldsError`` otherwise), for every candidate. With several candidates (``selection``:
+    the run's ``SelectionSettings``) the summary is the chosen candidate's, with the comparison in it.
+    ``refit_result`` (the refit's compact result) adds the final test. Writes ``plan.json``,
+    ``summary.json``, ``folds.csv``, ``report.png`` and ``report.html`` into the run folder, and returns
+    the summary without per-fold rows (small enough for XCom).
     """
     config = AggregateConfig(**(aggregation or {}))
+    chooser = SelectionSettings(**(selection or {}))
     fold_plan = FoldPlan.from_dict(plan)
     run_dir = storage.resolve(run_folder)
     run_dir.mkdir(parents=True, exist_ok=True)
     record_plan(run_folder, fold_plan)
     received = None
     if fold_results is not None:
-        received = {int(r["fold_id"]) for r in fold_results if r and r.get("status") == "ok"}
+        received = {
+            (r.get("candidate") or "", int(r["fold_id"]))
+            for r in fold_results
+            if r and r.get("status") == "ok"
+        }
+    named = chooser.named_overrides()
+    candidates = []
+    for name, overrides in named:
+        key = folder_key(name, len(named))
+        where = f"candidate {name!r}: " if len(named) > 1 else ""
+        results, summary = read_candidate(run_folder, fold_plan, key, config, received, run_id, where)
+        candidates.append(CandidateFolds(name=name, overrides=overrides, summary=summary, results=results))
+    summary = combine(candidates, config, chooser, named=bool(chooser.candidates or chooser.candidate_grid))
+    if refit_result is not None:
+        summary = dataclasses.replace(
+            summary, final_test=final_test(run_folder, summary, refit_result, config)
+        )
+    paths = write_summary(summary, candidates, run_dir)
+    done = sum(c.summary.totals.n_succeeded for c in candidates)
+    of = f" of {len(candidates)} candidates (chose {summary.candidate})" if len(candidates) > 1 else ""
+    say(f"aggregated {done}/{len(candidates) * fold_plan.num_folds} folds{of} -> {paths['summary_json']}")
+    summary = dataclasses.replace(summary, run_folder=run_folder, outputs=paths)
+    return summary.to_dict(include_folds=False)
+
+
+def read_candidate(
+    run_folder: str,
+    fold_plan: FoldPlan,
+    key: str,
+    config: AggregateConfig,
+    received: set[tuple[str, int]] | None,
+    run_id: str | None,
+    where: str = "",
+) -> tuple[list[FoldResult], CVSummary]:
+    """One candidate's fold results from storage and its summary; too few successful folds raise.
+
+    ``key`` is the candidate's folder (``folder_key``); ``where`` prefixes the error of too few folds.
+    """
     results = []
     for fold in fold_plan.folds:
-        result = planned_fold_result(run_folder, fold)
-        if received is not None and fold.fold_id not in received and result is not None and result.ok:
+        result = planned_fold_result(run_folder, fold, key)
+        if received is not None and (key, fold.fold_id) not in received and result is not None and result.ok:
             result = FoldResult.failed(
                 fold.fold_id,
                 fold.repeat,
@@ -403,13 +473,203 @@ def aggregate(
             )
         if result is not None:
             results.append(result)
-    summary = summarize(results, config, expected_folds=fold_plan.num_folds, run_id=run_id)
+    try:
+        summary = summarize(results, config, expected_folds=fold_plan.num_folds, run_id=run_id)
+    except NotEnoughFoldsError as exc:
+        exc.args = (f"{where}{exc}",)
+        raise
     summary = dataclasses.replace(
         summary,
         plan_hash=fold_plan.content_hash(),
         dataset={"repo_id": fold_plan.dataset.repo_id, "fingerprint": fold_plan.dataset.fingerprint},
     )
-    paths = write_outputs(summary, results, run_dir)
-    say(f"aggregated {summary.totals.n_succeeded}/{summary.totals.n_folds} folds -> {paths['summary_json']}")
-    summary = dataclasses.replace(summary, run_folder=run_folder, outputs=paths)
-    return summary.to_dict(include_folds=False)
+    return results, summary
+
+
+def write_summary(summary: CVSummary, candidates: Sequence[CandidateFolds], out_dir: Path) -> dict[str, str]:
+    """The summary files; with several candidates, folds.csv holds every candidate's folds."""
+    by_name = {c.name: c.results for c in candidates}
+    chosen = summary.candidate if len(candidates) > 1 else candidates[0].name
+    return write_outputs(summary, by_name[chosen], out_dir, by_name if len(candidates) > 1 else None)
+
+
+def combine(
+    candidates: Sequence[CandidateFolds],
+    config: AggregateConfig,
+    chooser: SelectionSettings,
+    named: bool = True,
+) -> CVSummary:
+    """The run's summary: one candidate's own, or the chosen one's with the comparison of them all."""
+    correlation = rank_correlation(candidates)
+    if len(candidates) == 1:
+        only = candidates[0]
+        return dataclasses.replace(
+            only.summary, candidate=only.name if named else None, correlation=correlation
+        )
+    comparison = compare(
+        candidates,
+        metric=config.selection_metric,
+        directions=METRIC_DIRECTIONS,
+        confidence=float(config.confidence),
+        baseline=chooser.baseline,
+        tie_break=chooser.tie_break,
+    )
+    chosen = comparison.candidate(comparison.selection.chosen).summary
+    return dataclasses.replace(
+        chosen, candidate=comparison.selection.chosen, comparison=comparison, correlation=correlation
+    )
+
+
+# Closed-loop test of a refit: rollout seeds of this stream were used neither in recording nor in
+# selection (every fold rolls out from stream 0; see ``demo.evaluation_seeds``).
+REFIT_SIM_SEED = 1
+
+
+def plan_refit(
+    settings: RunSettings,
+    plan: FoldPlan,
+    summary: dict[str, Any],
+    run_folder: str,
+    run_id: str | None,
+    **execution: Any,
+) -> FoldTrainingConfig:
+    """The chosen candidate's training on every non-hold-out episode, validated once on the hold-out.
+
+    Validation runs once, at the last step (``eval_every = steps``): the hold-out picks no checkpoint.
+    Rollouts (simulator datasets, with a hold-out) start from seeds the selection never saw.
+    """
+    chosen = summary.get("candidate") or BASE_NAME
+    candidates = {c.name: c for c in settings.candidates()}
+    if chosen not in candidates:
+        raise ValueError(
+            f"the summary chose {chosen!r}, which is not a candidate of these settings: {sorted(candidates)}"
+        )
+    candidate = candidates[chosen]
+    train = sorted({e for f in plan.folds if f.repeat == 0 for e in (*f.train_episodes, *f.val_episodes)})
+    test = tuple(plan.holdout_episodes)
+    fold = Fold(fold_id=0, repeat=0, index=0, train_episodes=tuple(train), val_episodes=test)
+    config = candidate.settings.fold_config(
+        fold,
+        dataset_root=plan.dataset.root or "",
+        repo_id=plan.dataset.repo_id,
+        output_dir=refit_folder(run_folder),
+        run_id=run_id,
+        candidate=chosen if summary.get("candidate") else "",
+        final_fit=True,
+        **execution,
+    )
+    return dataclasses.replace(
+        config,
+        eval_every=config.steps,
+        sim_eval_episodes=config.sim_eval_episodes if test else 0,
+        sim_eval_seed=REFIT_SIM_SEED,
+    )
+
+
+def final_test(
+    run_folder: str, summary: CVSummary, refit_result: dict[str, Any], config: AggregateConfig
+) -> FinalTest:
+    """The refit's result from storage as the run's final test; the model to ship is its last checkpoint."""
+    folder = refit_folder(run_folder)
+    result = read_fold_result(storage.resolve(folder), 0)
+    if result is None or not result.ok or refit_result.get("status") != "ok":
+        error = (result.error if result is not None else None) or refit_result.get("error") or "no result"
+        raise ValueError(
+            f"the refit of {summary.candidate or BASE_NAME} did not succeed ({error}); see {folder}"
+        )
+    counts = rollout_counts(result)
+    step_dir = Path(result.checkpoints.get("last", "")).name
+    tested = bool(result.val_episodes)
+    name = summary.candidate or BASE_NAME
+    if tested:
+        note = (
+            f"the estimate to quote: {name} refit on all {len(result.train_episodes or [])} non-hold-out "
+            f"episodes and tested once on {len(result.val_episodes or [])} hold-out episodes that no "
+            "training or choice saw"
+        )
+    else:
+        note = (
+            f"no hold-out was planned, so nothing was tested after the choice: quote the cross-validated "
+            f"estimate of {name}, optimistic by the selection. The refit is the model to ship."
+        )
+    return FinalTest(
+        candidate=name,
+        n_train_episodes=len(result.train_episodes or []),
+        n_test_episodes=len(result.val_episodes or []),
+        metrics=dict(result.metrics),
+        success=None if counts is None else wilson(*counts, float(config.confidence)),
+        sim_seed=REFIT_SIM_SEED if counts is not None else None,
+        model_path=f"{folder}/checkpoints/{step_dir}/pretrained_model",
+        result_file=f"{folder}/{RESULT_FILE}",
+        note=note,
+    )
+
+
+def compare_runs(
+    run_folders: Sequence[str],
+    output_dir: str,
+    aggregation: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
+    say: Progress = progress,
+) -> dict[str, Any]:
+    """Compare the candidates of finished runs that share one fold plan, as one run compares its own.
+
+    Each run's candidates keep their names, prefixed with the run folder's name when a run has several
+    (``runA.chunk10``). Runs of different plans (dataset, split or seed) are refused: their folds do not
+    pair. Writes the comparison's summary files into ``output_dir`` and returns the summary.
+    """
+    config = AggregateConfig(**(aggregation or {}))
+    chooser = SelectionSettings(**(selection or {}))
+    plans: dict[str, FoldPlan] = {}
+    candidates: list[CandidateFolds] = []
+    for folder in run_folders:
+        run_dir = storage.resolve(folder)
+        plans[folder] = _finished_plan(run_dir)
+        named = _run_candidates(run_dir)
+        for name, overrides in named:
+            label = storage.safe_name(run_dir.name) + (f".{name}" if len(named) > 1 else "")
+            if any(c.name == label for c in candidates):
+                raise ValueError(
+                    f"two compared candidates are named {label!r}: give the run folders distinct names"
+                )
+            key = folder_key(name, len(named))
+            results, summary = read_candidate(
+                str(run_dir), plans[folder], key, config, None, label, f"{label}: "
+            )
+            candidates.append(
+                CandidateFolds(name=label, overrides=overrides, summary=summary, results=results)
+            )
+    hashes = {folder: plan.content_hash() for folder, plan in plans.items()}
+    if len(set(hashes.values())) > 1:
+        listed = ", ".join(f"{folder} ({h[:12]})" for folder, h in hashes.items())
+        raise ValueError(
+            f"the runs have different fold plans: {listed}. Paired comparisons need the same folds: rerun "
+            "with the same dataset and split settings (k, seed, shuffle, repeats, hold-out)"
+        )
+    if len(candidates) < 2:
+        raise ValueError(f"compare needs at least two candidates; {list(run_folders)} hold {len(candidates)}")
+    if chooser.baseline and chooser.baseline not in {c.name for c in candidates}:
+        raise ValueError(f"baseline {chooser.baseline!r} is not one of {[c.name for c in candidates]}")
+    summary = combine(candidates, config, chooser)
+    out_dir = storage.resolve(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record_plan(str(out_dir), next(iter(plans.values())))
+    paths = write_summary(summary, candidates, out_dir)
+    say(f"compared {len(candidates)} candidates of {len(run_folders)} runs -> {paths['summary_json']}")
+    return dataclasses.replace(summary, run_folder=output_dir, outputs=paths).to_dict()
+
+
+def _finished_plan(run_dir: Path) -> FoldPlan:
+    for name in (PLAN_FILE, "summary.json"):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{run_dir} is not a finished run (no {name}): run it to the end first")
+    return read_plan(run_dir / PLAN_FILE)
+
+
+def _run_candidates(run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The candidates of a finished run, from its summary.json, in the order they were given."""
+    path = run_dir / "summary.json"
+    summary = CVSummary.from_dict(json.loads(path.read_text()), source=path)
+    if summary.comparison is not None:
+        return [(c.name, c.overrides) for c in summary.comparison.candidates]
+    return [(summary.candidate or BASE_NAME, {})]

@@ -14,7 +14,8 @@ Functions (the bodies are ``lerobot_kfold.jobs``; the Airflow side calls them by
   metadata fold planning needs.
 - ``train_fold``: on a GPU; one fold, its files under the run's folder on the Volume. The Volume is
   committed after every checkpoint, so a preempted or retried call resumes where the last one stopped.
-- ``aggregate``: on CPU; the summary files and report, written next to the folds.
+- ``aggregate``: on CPU; the summary files and report, written next to the folds (with several
+  candidates their comparison; with a refit's result, the final test). A refit runs as ``train_fold``.
 
 GPU type, timeout and retries set here are defaults; the caller overrides them per call with
 ``Function.with_options`` (the ModalGPUOperator does this from its ``gpu``/``timeout``/``retries``).
@@ -125,9 +126,11 @@ def aggregate(
     aggregation: dict[str, Any] | None = None,
     run_id: str | None = None,
     fold_results: list[dict[str, Any] | None] | None = None,
+    selection: dict[str, Any] | None = None,
+    refit_result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     _reload()
     try:
-        return jobs.aggregate(run_folder, plan, aggregation, run_id, fold_results)
+        return jobs.aggregate(run_folder, plan, aggregation, run_id, fold_results, selection, refit_result)
     finally:
         _commit()

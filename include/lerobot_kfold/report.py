@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import numbers
 from collections.abc import Sequence
@@ -26,9 +27,19 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
 from lerobot_kfold.atomic_io import write_bytes_atomic, write_text_atomic
-from lerobot_kfold.results import BestFold, CVSummary, FailedFold, FoldResult
+from lerobot_kfold.results import (
+    BestFold,
+    Comparison,
+    CVSummary,
+    FailedFold,
+    FinalTest,
+    FoldResult,
+    RankCorrelation,
+    RateInterval,
+)
 
 __all__ = [
+    "comparison_png_bytes",
     "figure_png_bytes",
     "headline_metrics",
     "render_figure",
@@ -203,8 +214,8 @@ def _table(header: list[str], rows: list[tuple[str, list[str]]], left: int = 1) 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def render_html(summary: CVSummary, png: bytes | None = None) -> str:
-    """A self-contained HTML page of the summary, with ``png`` embedded when given."""
+def render_html(summary: CVSummary, png: bytes | None = None, comparison_png: bytes | None = None) -> str:
+    """A self-contained HTML page of the summary, with ``png`` (and ``comparison_png``) embedded."""
     esc = html.escape
     cfg = summary.config
     totals = summary.totals
@@ -219,9 +230,11 @@ def render_html(summary: CVSummary, png: bytes | None = None) -> str:
         f"{totals.n_succeeded} of {totals.n_folds} folds succeeded ({totals.n_failed} failed, "
         f"{totals.n_missing} without a result); {totals.n_repeats} repeat(s); "
         f"total wall time {_fmt(totals.total_wall_s)} s</p>",
-        f"<h2>Summary (mean ± half-width of the {esc(_confidence_label(summary))} t-interval)</h2>",
+        f"<h2>Summary{_of_candidate(summary)} (mean ± half-width of the {esc(_confidence_label(summary))} "
+        "t-interval)</h2>",
         _metrics_table(summary),
         _best_fold_line(summary.best_fold),
+        *_selection_sections(summary, comparison_png),
     ]
     if summary.warnings:
         items = "".join(f"<li>{esc(str(w))}</li>" for w in summary.warnings)
@@ -255,10 +268,23 @@ def _metrics_table(summary: CVSummary) -> str:
             interval = f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]"
         else:
             mean_pm, interval = mean, "– (n = 1)"
-        cells = [html.escape(name), mean_pm, interval, _fmt(s.std), _fmt(s.sem), _fmt(s.min), _fmt(s.max)]
-        rows.append(("", [*cells, _fmt(s.n)]))
+        corrected = _interval(s.corrected_ci_low, s.corrected_ci_high)
+        cells = [html.escape(name), mean_pm, interval, corrected, _fmt(s.std), _fmt(s.sem), _fmt(s.min)]
+        rows.append(("", [*cells, _fmt(s.max), _fmt(s.n)]))
     conf = html.escape(_confidence_label(summary))
-    return _table(["metric", "mean ± half-width", f"{conf} interval", "std", "sem", "min", "max", "n"], rows)
+    header = ["metric", "mean ± half-width", f"{conf} t-interval", f"{conf} corrected interval", "std", "sem"]
+    return _table([*header, "min", "max", "n"], rows)
+
+
+def _of_candidate(summary: CVSummary) -> str:
+    if summary.candidate is None:
+        return ""
+    chosen = " (chosen)" if summary.comparison is not None else ""
+    return f" of {html.escape(summary.candidate)}{chosen}"
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "–" if low is None or high is None else f"[{_fmt(low)}, {_fmt(high)}]"
 
 
 def _best_fold_line(best: BestFold) -> str:
@@ -298,3 +324,203 @@ def _folds_table(summary: CVSummary) -> str:
 def write_html(summary: CVSummary, path: str | Path, png: bytes | None = None) -> Path:
     """Write the HTML report to ``path`` atomically."""
     return write_text_atomic(path, render_html(summary, png))
+
+
+# ------------------------------------------------------------------------------ comparing candidates
+
+
+def _selection_sections(summary: CVSummary, comparison_png: bytes | None) -> list[str]:
+    """The sections on intervals, rates, candidates, the selection, the correlation and the final test."""
+    parts = [_intervals_note(summary), _success_rates(summary)]
+    if summary.comparison is not None:
+        parts += _comparison_sections(summary.comparison)
+    if summary.correlation is not None:
+        parts.append(_correlation_section(summary.correlation))
+    if comparison_png is not None:
+        data = base64.b64encode(comparison_png).decode("ascii")
+        parts.append(
+            f'<img src="data:image/png;base64,{data}" alt="candidates fold by fold, val L1 against success">'
+        )
+    if summary.final_test is not None:
+        parts.append(_final_test_section(summary.final_test))
+    return [p for p in parts if p]
+
+
+def _intervals_note(summary: CVSummary) -> str:
+    methods = summary.intervals
+    if methods is None:
+        return ""
+    esc = html.escape
+    ratio = "unknown" if methods.test_train_ratio is None else f"{methods.test_train_ratio:.3g}"
+    return (
+        f"<p><small><b>t-interval</b>: {esc(methods.ci)}. "
+        f"<b>corrected interval</b>: {esc(methods.corrected_ci)}"
+        f" (J = {methods.n_splits} folds, n_val/n_train = {ratio}); comparisons use this one. "
+        f"<b>rate interval</b>: {esc(methods.rate_ci)}.</small></p>"
+    )
+
+
+def _rate(rate: RateInterval) -> str:
+    return f"{rate.successes}/{rate.trials} = {rate.rate:.0%} [{rate.ci_low:.0%}, {rate.ci_high:.0%}]"
+
+
+def _success_rates(summary: CVSummary) -> str:
+    rows = []
+    for name, rates in summary.success_rates.items():
+        per_fold = "; ".join(f"fold {f.fold_id}: {_rate(f)}" for f in rates.per_fold)
+        rows.append(("", [html.escape(name), _rate(rates.pooled), html.escape(per_fold)]))
+    if not rows:
+        return ""
+    conf = html.escape(_confidence_label(summary))
+    header = ["metric", f"pooled over folds ({conf} Wilson)", f"per fold ({conf} Wilson)"]
+    return "<h2>Success over rollouts</h2>" + _table(header, rows, left=3)
+
+
+def _comparison_sections(comparison: Comparison) -> list[str]:
+    esc = html.escape
+    selection = comparison.selection
+    parts = ["<h2>Candidates side by side (mean [corrected interval])</h2>", _candidates_table(comparison)]
+    reference = f"{comparison.reference} ({'baseline' if comparison.reference_is_baseline else 'best mean'})"
+    parts.append(f"<h2>Paired differences against {esc(reference)}</h2>")
+    parts.append(_comparisons_table(comparison))
+    parts.append(
+        f"<p><b>Chosen: {esc(selection.chosen)}</b>. Rule: {esc(selection.rule)} (tie break "
+        f"<code>{esc(selection.tie_break)}</code>). {esc(selection.reason)}.</p>"
+    )
+    if comparison.warnings:
+        items = "".join(f"<li>{esc(w)}</li>" for w in comparison.warnings)
+        parts.append(f'<ul class="warn">{items}</ul>')
+    return parts
+
+
+def _candidates_table(comparison: Comparison) -> str:
+    names = list(comparison.candidates[0].summary.metrics)
+    rows = []
+    for candidate in comparison.candidates:
+        s = candidate.summary
+        cells = [html.escape(candidate.name), html.escape(json.dumps(candidate.overrides, sort_keys=True))]
+        for name in names:
+            stats = s.metrics.get(name)
+            cells.append(
+                "–"
+                if stats is None
+                else f"{_fmt(stats.mean)} {_interval(stats.corrected_ci_low, stats.corrected_ci_high)}"
+            )
+        pooled = s.success_rates.get("sim_success_rate")
+        cells.append("–" if pooled is None else _rate(pooled.pooled))
+        cls = "best" if candidate.name == comparison.selection.chosen else ""
+        rows.append((cls, cells))
+    header = ["candidate", "overrides", *[html.escape(n) for n in names], "rollouts pooled (Wilson)"]
+    return _table(header, rows, left=2)
+
+
+def _comparisons_table(comparison: Comparison) -> str:
+    rows = []
+    for c in comparison.comparisons:
+        pooled = "–"
+        if c.pooled_test is not None:
+            pooled = f"{c.pooled_test.method} p={_fmt(c.pooled_test.p_value)}"
+        diffs = ", ".join(f"{f}: {_fmt(d)}" for f, d in zip(c.fold_ids, c.differences, strict=True))
+        cells = [html.escape(c.candidate), html.escape(c.metric), _fmt(c.mean_difference)]
+        cells += [_interval(c.ci_low, c.ci_high), _fmt(c.p_value), _fmt(c.plain_p_value), pooled]
+        cells += [_fmt(c.minimum_detectable_difference), html.escape(c.verdict), html.escape(diffs)]
+        rows.append(("", cells))
+    power = f"{comparison.power:.0%}"
+    header = ["candidate", "metric", "mean difference", "corrected interval", "p (corrected)", "p (plain t)"]
+    header += ["pooled rollouts", f"detectable at {power} power", "verdict", "per fold"]
+    return _table(header, rows, left=2)
+
+
+def _correlation_section(correlation: RankCorrelation) -> str:
+    rho = (
+        "undefined (too few points or no variation)" if correlation.rho is None else f"{correlation.rho:.3f}"
+    )
+    p = (
+        ""
+        if correlation.p_value is None
+        else f", p = {correlation.p_value:.3g} (indicative: points share folds)"
+    )
+    return (
+        "<h2>Offline against closed loop</h2><p>Spearman's rank correlation of "
+        f"{html.escape(correlation.x)} and {html.escape(correlation.y)} over {correlation.n} "
+        f"(candidate, fold) points: rho = {rho}{p}. "
+        "A good offline proxy would give rho near -1.</p>"
+    )
+
+
+def _final_test_section(test: FinalTest) -> str:
+    esc = html.escape
+    metrics = ", ".join(f"{esc(k)} {_fmt(v)}" for k, v in test.metrics.items()) or "none (no hold-out)"
+    success = "" if test.success is None else f"<br>Closed loop: {_rate(test.success)} (Wilson)"
+    return (
+        f"<h2>Final test: {esc(test.candidate)} refit</h2><p>{esc(test.note)}.<br>"
+        f"Trained on {test.n_train_episodes} episodes, tested on {test.n_test_episodes}: "
+        f"{metrics}{success}<br>"
+        f"Model to ship: <code>{esc(test.model_path)}</code></p>"
+    )
+
+
+def comparison_figure(summary: CVSummary) -> Figure | None:
+    """Each headline metric fold by fold across candidates (paired lines), and val L1 against success."""
+    comparison, correlation = summary.comparison, summary.correlation
+    names = headline_metrics(summary) if comparison is not None else []
+    scatter = correlation is not None and correlation.n >= 2
+    if not names and not scatter:
+        return None
+    ncols = len(names) + int(scatter)
+    fig = Figure(figsize=(5.2 * ncols, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=False):
+        _plot_paired(ax, comparison, name)
+    if scatter:
+        _plot_correlation(axes[-1], correlation)
+    return fig
+
+
+def _plot_paired(ax: Any, comparison: Comparison, name: str) -> None:
+    labels = [c.name for c in comparison.candidates]
+    by_fold: dict[int, list[float | None]] = {}
+    for position, candidate in enumerate(comparison.candidates):
+        for row in candidate.summary.folds:
+            value = _finite(row.metrics.get(name)) if row.ok else None
+            by_fold.setdefault(row.fold_id, [None] * len(labels))[position] = value
+    for fold_id, values in sorted(by_fold.items()):
+        points = [(x, y) for x, y in enumerate(values) if y is not None]
+        ax.plot([x for x, _ in points], [y for _, y in points], "-o", color="gray", alpha=0.6, ms=4, lw=1)
+        if points:
+            ax.annotate(
+                f"{fold_id}", points[-1], fontsize=7, color="gray", xytext=(4, 0), textcoords="offset points"
+            )
+    means = [
+        c.summary.metrics[name].mean if name in c.summary.metrics else math.nan for c in comparison.candidates
+    ]
+    ax.plot(range(len(labels)), means, "D", color="tab:blue", ms=8, label="mean")
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    ax.set_title(f"{name}: each line one fold")
+    ax.set_ylabel(name)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _plot_correlation(ax: Any, correlation: RankCorrelation) -> None:
+    names = list(dict.fromkeys(p.candidate for p in correlation.points))
+    for name in names:
+        points = [p for p in correlation.points if p.candidate == name]
+        ax.plot([p.x for p in points], [p.y for p in points], "o", ms=6, label=name)
+    rho = "undefined" if correlation.rho is None else f"{correlation.rho:.2f}"
+    ax.set_title(f"Spearman rho = {rho} (n = {correlation.n})")
+    ax.set_xlabel(correlation.x)
+    ax.set_ylabel(correlation.y)
+    ax.grid(True, alpha=0.3)
+    if len(names) <= MAX_LEGEND_FOLDS:
+        ax.legend(fontsize=8)
+
+
+def comparison_png_bytes(summary: CVSummary, *, dpi: int = 100) -> bytes | None:
+    fig = comparison_figure(summary)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

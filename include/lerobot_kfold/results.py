@@ -19,6 +19,8 @@ import dataclasses
 import json
 import math
 import numbers
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,10 +34,20 @@ if TYPE_CHECKING:  # aggregate imports this module; the config is only needed fo
 __all__ = [
     "BestFold",
     "CVSummary",
+    "CandidateSummary",
+    "Comparison",
     "FailedFold",
+    "FinalTest",
     "FoldResult",
     "FoldRow",
+    "IntervalMethods",
     "MetricStats",
+    "PairedComparison",
+    "PooledRolloutTest",
+    "RankCorrelation",
+    "RateInterval",
+    "Selection",
+    "SuccessRates",
     "Totals",
     "finite_float",
     "is_real_scalar",
@@ -284,6 +296,11 @@ class MetricStats:
     max: float
     # Successful folds without a finite value for this metric (not counted in n).
     missing_fold_ids: list[int] = field(default_factory=list)
+    # The Nadeau-Bengio corrected resampled t-interval (see ``comparison``): folds share training
+    # episodes, so the plain t-interval above is too narrow. None with one fold or unknown fold sizes.
+    corrected_ci_low: float | None = None
+    corrected_ci_high: float | None = None
+    corrected_ci_half_width: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -339,6 +356,199 @@ class Totals:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RateInterval:
+    """A success rate as counts, with a binomial (Wilson score) interval that stays inside [0, 1]."""
+
+    successes: int
+    trials: int
+    rate: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class FoldRate(RateInterval):
+    fold_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuccessRates:
+    """Closed-loop success over the rollouts themselves: per fold and pooled over folds.
+
+    Beside the metric's between-fold interval (``MetricStats``), which says how much the *recipe* varies
+    from one training set to the next; this one says how precisely the rollouts measured the rate.
+    """
+
+    method: str
+    confidence: float
+    pooled: RateInterval
+    per_fold: list[FoldRate]
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntervalMethods:
+    """What the summary's intervals are, in words and numbers (which one is which)."""
+
+    # MetricStats.ci_*: the plain Student-t interval over folds.
+    ci: str
+    # MetricStats.corrected_ci_*: the Nadeau-Bengio corrected resampled t-interval.
+    corrected_ci: str
+    # SuccessRates: the binomial interval over rollouts.
+    rate_ci: str
+    # J = k x repeats folds, and the mean held-out/training episode ratio of a fold.
+    n_splits: int
+    test_train_ratio: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PooledRolloutTest:
+    """A test on the rollouts pooled over folds (each rollout one trial); a second opinion only.
+
+    ``mcnemar_exact`` when both candidates rolled out from the same seeds in every fold (paired rollouts:
+    ``discordant`` = [candidate only succeeded, reference only succeeded]); ``fisher_exact`` otherwise.
+    It treats rollouts as independent and ignores how much training runs vary, so it answers "are these
+    trained policies different on these starts", not "is this recipe better".
+    """
+
+    method: str
+    candidate_successes: int
+    candidate_trials: int
+    reference_successes: int
+    reference_trials: int
+    discordant: list[int] | None
+    p_value: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairedComparison:
+    """One metric of one candidate against the reference, fold by fold (the same folds and seeds)."""
+
+    metric: str
+    candidate: str
+    reference: str
+    # "min": lower is better; "max": higher is better.
+    mode: str
+    # Folds where both succeeded and report the metric; differences are candidate - reference.
+    fold_ids: list[int]
+    differences: list[float]
+    mean_difference: float
+    # The Nadeau-Bengio corrected resampled t: the interval and p-value the verdict uses.
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    # The plain paired t over folds (scipy's ttest_rel), for reference: optimistic with shared episodes.
+    plain_ci_low: float | None
+    plain_ci_high: float | None
+    plain_p_value: float | None
+    # The smallest true difference this run detects with the stated power (corrected test).
+    minimum_detectable_difference: float | None
+    # "better", "worse" or "no detectable difference" (the candidate, against the reference).
+    verdict: str
+    pooled_test: PooledRolloutTest | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorrelationPoint:
+    candidate: str
+    fold_id: int
+    x: float
+    y: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankCorrelation:
+    """Spearman's rank correlation of offline val L1 and closed-loop success over (candidate, fold) points.
+
+    A good offline proxy gives rho near -1 (lower error, higher success). The points share folds and
+    candidates, so the p-value is indicative only.
+    """
+
+    x: str
+    y: str
+    n: int
+    rho: float | None
+    p_value: float | None
+    points: list[CorrelationPoint]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selection:
+    """Which candidate was chosen, by which stated rule."""
+
+    metric: str
+    mode: str
+    tie_break: str
+    rule: str
+    # The candidate with the best mean of the metric.
+    leader: str
+    # Candidates the leader is not detectably better than (the leader first), in the order given.
+    not_detectably_worse: list[str]
+    chosen: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateSummary:
+    name: str
+    overrides: dict[str, Any]
+    summary: CVSummary
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """Candidates on the same folds: each one's summary, the paired comparisons and the selection."""
+
+    # The candidate every other one is compared against: the named baseline, else the leader.
+    reference: str
+    reference_is_baseline: bool
+    confidence: float
+    # Power at which minimum_detectable_difference is stated.
+    power: float
+    candidates: list[CandidateSummary]
+    comparisons: list[PairedComparison]
+    selection: Selection
+    warnings: list[str] = field(default_factory=list)
+
+    def candidate(self, name: str) -> CandidateSummary:
+        return next(c for c in self.candidates if c.name == name)
+
+    def to_dict(self, *, include_folds: bool = True) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["candidates"] = [
+            {
+                "name": c.name,
+                "overrides": c.overrides,
+                "summary": c.summary.to_dict(include_folds=include_folds),
+            }
+            for c in self.candidates
+        ]
+        for name in ("comparisons", "selection"):
+            value = out[name]
+            out[name] = [asdict(v) for v in value] if isinstance(value, list) else asdict(value)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalTest:
+    """The chosen candidate refit on every non-hold-out episode, tested once on the hold-out.
+
+    With a hold-out this is the estimate to quote: no choice was made on these episodes or rollout seeds.
+    ``model_path`` (a storage path) is the model to ship, whether or not there was a hold-out.
+    """
+
+    candidate: str
+    n_train_episodes: int
+    n_test_episodes: int
+    # val_l1 etc. on the hold-out episodes, sim_success_rate on rollout seeds unused in selection.
+    metrics: dict[str, float]
+    success: RateInterval | None
+    sim_seed: int | None
+    model_path: str
+    result_file: str
+    note: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class CVSummary:
     """The cross-validation summary: what ``summary.json`` holds and the aggregate task's XCom carries.
 
@@ -363,6 +573,17 @@ class CVSummary:
     run_folder: str | None = None
     # Paths of the written files: summary_json, folds_csv, report_png, report_html.
     outputs: dict[str, str] = field(default_factory=dict)
+    # The candidate these numbers are of (in a comparison: the chosen one).
+    candidate: str | None = None
+    # Binomial intervals of success rates over rollouts ("sim_success_rate"), beside the fold intervals.
+    success_rates: dict[str, SuccessRates] = field(default_factory=dict)
+    intervals: IntervalMethods | None = None
+    # Offline val L1 against closed-loop success, over every (candidate, fold) point.
+    correlation: RankCorrelation | None = None
+    # Several candidates: each one's summary, the paired comparisons, the selection.
+    comparison: Comparison | None = None
+    # The chosen candidate refit and tested once (``refit``).
+    final_test: FinalTest | None = None
 
     def to_dict(self, *, include_folds: bool = True) -> dict[str, Any]:
         """The JSON form (``summary.json``); passes ``json.dumps(allow_nan=False)``.
@@ -386,7 +607,22 @@ class CVSummary:
                 out[name] = getattr(self, name)
         if self.outputs:
             out["outputs"] = dict(self.outputs)
+        out.update(self._selection_parts(include_folds))
         return json_safe(out)
+
+    def _selection_parts(self, include_folds: bool) -> dict[str, Any]:
+        """The statistics added for comparing candidates, each only when there is one."""
+        out: dict[str, Any] = {}
+        if self.candidate is not None:
+            out["candidate"] = self.candidate
+        if self.success_rates:
+            out["success_rates"] = {name: asdict(rates) for name, rates in self.success_rates.items()}
+        for name in ("intervals", "correlation", "final_test"):
+            if getattr(self, name) is not None:
+                out[name] = asdict(getattr(self, name))
+        if self.comparison is not None:
+            out["comparison"] = self.comparison.to_dict(include_folds=include_folds)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> CVSummary:
@@ -412,9 +648,36 @@ class CVSummary:
                 wall_s=data.get("wall_s"),
                 run_folder=data.get("run_folder"),
                 outputs=dict(data.get("outputs") or {}),
+                **_selection_parts(data, where),
             )
         except TypeError as exc:
             raise ValueError(f"{where}not a k-fold summary: {exc}") from None
+
+
+def _selection_parts(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The optional comparison fields of a summary dict, typed (absent in older summaries)."""
+    hints = typing.get_type_hints(CVSummary, localns={"AggregateConfig": object})
+    names = ("candidate", "success_rates", "intervals", "correlation", "comparison", "final_test")
+    return {name: _typed(hints[name], data[name], where) for name in names if data.get(name) is not None}
+
+
+def _typed(hint: Any, value: Any, where: str) -> Any:
+    """``value`` (from JSON) as ``hint`` says: dataclasses, lists and dicts of them, optionals."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is CVSummary:
+        return CVSummary.from_dict(value)
+    if dataclasses.is_dataclass(hint):
+        data = _mapping(value, f"a {hint.__name__} entry", where)
+        hints = typing.get_type_hints(hint, localns={"AggregateConfig": object})
+        fields = [f for f in dataclasses.fields(hint) if f.name in data]
+        return _build(hint, {f.name: _typed(hints[f.name], data[f.name], where) for f in fields}, where)
+    if origin is list:
+        return [_typed(args[0], v, where) for v in value]
+    if origin is dict:
+        return {str(k): _typed(args[1], v, where) for k, v in _mapping(value, "an object", where).items()}
+    if origin in (types.UnionType, typing.Union):
+        return None if value is None else _typed(next(a for a in args if a is not type(None)), value, where)
+    return value
 
 
 def _mapping(value: Any, what: str, where: str) -> Mapping[str, Any]:
@@ -434,8 +697,14 @@ def _required(data: Mapping[str, Any], key: str, where: str) -> Any:
 def _build(cls: type, data: Any, where: str) -> Any:
     """A summary part from its dict: every field of ``cls`` required, unknown keys ignored."""
     data = _mapping(data, f"a {cls.__name__} entry", where)
-    names = [f.name for f in dataclasses.fields(cls)]
-    missing = [n for n in names if n not in data and n != "missing_fold_ids"]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+    required = [
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [n for n in required if n not in data]
     if missing:
         raise ValueError(f"{where}a {cls.__name__} entry has no {', '.join(map(repr, missing))}.")
     return cls(**{n: data[n] for n in names if n in data})

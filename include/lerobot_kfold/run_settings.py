@@ -10,6 +10,7 @@ split          ``SplitConfig``                      ``splits``
 training       ``TrainingSettings``                 ``training_config``
 evaluation     ``EvaluationSettings``               ``training_config``
 aggregation    ``AggregateConfig``                  ``aggregate``
+selection      ``SelectionSettings``                ``candidates``
 =============  ===================================  ============================
 
 At the edges (the CLI, the Airflow trigger form, XCom) a run's settings are one flat mapping of scalar
@@ -24,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from lerobot_kfold.aggregate import AggregateConfig
+from lerobot_kfold.candidates import Candidate, SelectionSettings, expand
 from lerobot_kfold.declared import build, check_declared, declared, edge_value, setting, split_known
-from lerobot_kfold.splits import Fold, SplitConfig
+from lerobot_kfold.splits import MAX_MAP_LENGTH, Fold, SplitConfig
 from lerobot_kfold.storage import check_path_text
 from lerobot_kfold.training_config import (
     EvaluationSettings,
@@ -80,6 +82,7 @@ GROUPS: dict[str, tuple[type, str]] = {
     "training": (TrainingSettings, "Training"),
     "evaluation": (EvaluationSettings, "Evaluation"),
     "aggregation": (AggregateConfig, "Aggregation"),
+    "selection": (SelectionSettings, "Candidates and selection"),
 }
 
 
@@ -115,6 +118,7 @@ class RunSettings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     aggregation: AggregateConfig = field(default_factory=AggregateConfig)
+    selection: SelectionSettings = field(default_factory=SelectionSettings)
 
     def __post_init__(self) -> None:
         need = self.aggregation.min_successful_folds
@@ -128,6 +132,26 @@ class RunSettings:
                 "selection_metric 'sim_success_rate' needs rollouts: set sim_eval_episodes above 0, or "
                 "select by val_l1"
             )
+        self._check_candidates()
+
+    def _check_candidates(self) -> None:
+        """Every candidate valid, the baseline one of them, all their fold tasks within the map limit."""
+        names = [candidate.name for candidate in self.candidates()]
+        tasks = len(names) * self.split.num_folds
+        if tasks > MAX_MAP_LENGTH:
+            raise ValueError(
+                f"candidates: {len(names)} candidates x {self.split.num_folds} folds (k={self.split.k} x "
+                f"repeats={self.split.repeats}) = {tasks} fold tasks exceeds {MAX_MAP_LENGTH}, Airflow's "
+                "core.max_map_length (one mapped task per candidate and fold). Compare fewer candidates or "
+                "lower k or repeats."
+            )
+        baseline = self.selection.baseline
+        if baseline and baseline not in names:
+            raise ValueError(f"baseline {baseline!r} is not a candidate; the candidates are {names}")
+
+    def candidates(self) -> list[Candidate]:
+        """The run's candidates, each with its full settings (one, the base settings, without any)."""
+        return expand(self)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, text: bool = False) -> RunSettings:
@@ -139,7 +163,18 @@ class RunSettings:
 
     def check_policy(self) -> None:
         """The checks that need lerobot (its policy configs): seconds of imports, so not at parse time."""
-        self.training.check_policy()
+        checked: list[dict[str, Any]] = []
+        for candidate in self.candidates():
+            fields = candidate.settings.training.policy_fields()
+            if fields not in checked:
+                try:
+                    candidate.settings.training.check_policy()
+                except ValueError as exc:
+                    where = (
+                        f"candidate {candidate.name!r}: " if len(self.selection.named_overrides()) > 1 else ""
+                    )
+                    raise ValueError(f"{where}{exc}") from None
+                checked.append(fields)
 
     def fold_config(
         self, fold: Fold, *, dataset_root: str, repo_id: str, output_dir: str, run_id: str | None, **execution

@@ -5,12 +5,14 @@ the DAG (``jobs``: prepare the dataset, plan, record the plan, train each fold, 
 exactly the layout a DAG run writes (see ``storage``). Folds run one after another, or ``parallel`` at a
 time in separate processes (each with its own torch thread budget, so they do not fight over cores). A
 fold that fails does not stop the others: it leaves ``error.json``, and aggregation decides (through
-``min_successful_folds``) whether the run as a whole may be summarized.
+``min_successful_folds``) whether the run as a whole may be summarized. With several candidates every
+(candidate, fold) is one job of the pool; with ``refit`` the chosen candidate then trains once more.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -25,6 +27,7 @@ from typing import Any
 from lerobot_kfold import jobs
 from lerobot_kfold.results import CVSummary
 from lerobot_kfold.run_settings import RunSettings, flatten
+from lerobot_kfold.training_config import FoldTrainingConfig
 
 Progress = Callable[[str], None]
 
@@ -97,6 +100,7 @@ def train_fold_in_process(fold_config: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # the fold failed; the others go on
         return {
             "fold_id": fold_config["fold_id"],
+            "candidate": fold_config.get("candidate", ""),
             "status": "failed",
             "error": f"{type(exc).__name__}: {exc}",
         }
@@ -106,17 +110,20 @@ def train_folds(folds: Sequence[dict[str, Any]], parallel: int, say: Progress) -
     """Every fold, ``parallel`` at a time; their compact results in fold order."""
     results: list[dict[str, Any]] = []
 
+    labels = {(f.get("candidate", ""), f["fold_id"]): FoldTrainingConfig.from_dict(f).label for f in folds}
+
     def collect(result: dict[str, Any]) -> None:
         results.append(result)
         count = f"{len(results)}/{len(folds)}"
+        label = labels[(result.get("candidate", ""), result["fold_id"])]
         if result["status"] != "ok":
-            say(f"fold {result['fold_id']} {result['status']} ({count}): {result.get('error')}")
+            say(f"{label} {result['status']} ({count}): {result.get('error')}")
             return
         metrics = result["metrics"]
         success = metrics.get("sim_success_rate")
         extra = "" if success is None else f", success {success:.0%}"
-        val_l1 = f"val L1 {metrics['val_l1']:.5f}"
-        say(f"fold {result['fold_id']} done ({count}): {val_l1}{extra}, {result['wall_s']:.0f}s")
+        val_l1 = "" if "val_l1" not in metrics else f": val L1 {metrics['val_l1']:.5f}"
+        say(f"{label} done ({count}){val_l1}{extra}, {result['wall_s']:.0f}s")
 
     if parallel == 1:
         for fold in folds:
@@ -126,7 +133,8 @@ def train_folds(folds: Sequence[dict[str, Any]], parallel: int, say: Progress) -
         with ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn")) as pool:
             for future in as_completed([pool.submit(train_fold_in_process, fold) for fold in folds]):
                 collect(future.result())
-    return sorted(results, key=lambda r: r["fold_id"])
+    order = {key: position for position, key in enumerate(labels)}
+    return sorted(results, key=lambda r: order[(r.get("candidate", ""), r["fold_id"])])
 
 
 def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> CVSummary:
@@ -138,14 +146,29 @@ def run_kfold(config: KFoldRunConfig, progress: Progress | None = None) -> CVSum
     plan_file = jobs.record_plan(run_folder, planned.plan)
     say(f"{planned.describe()} -> {plan_file}")
     results = train_folds([fold.to_dict() for fold in planned.folds], config.parallel, say)
-    compact = jobs.aggregate(
+    aggregate = functools.partial(
+        jobs.aggregate,
         run_folder,
         planned.plan.to_dict(),
         dataclasses.asdict(planned.aggregation),
         config.run_id,
         fold_results=results,
+        selection=dataclasses.asdict(planned.selection),
         say=say,
     )
+    compact = aggregate()
+    if config.settings.selection.refit:
+        refit = jobs.plan_refit(
+            config.settings,
+            planned.plan,
+            compact,
+            run_folder,
+            config.run_id,
+            torch_threads=config.torch_threads,
+            stop_at_step=config.stop_at_step,
+        )
+        say(f"{refit.label}: {len(refit.train_episodes)} episodes, {len(refit.val_episodes)} held out")
+        compact = aggregate(refit_result=train_folds([refit.to_dict()], 1, say)[0])
     summary = CVSummary.from_dict(json.loads(Path(compact["outputs"]["summary_json"]).read_text()))
     return dataclasses.replace(
         summary, outputs=compact["outputs"], wall_s=round(time.perf_counter() - started, 2)

@@ -12,6 +12,8 @@ Layout under the root::
     runs/<dag id>/<run id>/<group>/   one k-fold run of a DAG (the CLI's run folder has the same layout):
         plan.json                     the fold plan (hashed manifest)
         folds/fold_NNN/               one fold: checkpoints/, best/, result.json or error.json
+        folds/<candidate>/fold_NNN/   the same, per candidate, when a run compares several
+        refit/                        the chosen candidate trained on every non-hold-out episode
         summary.json folds.csv report.png report.html
 """
 
@@ -28,6 +30,7 @@ RUNS_DIR = "runs"
 # Inside a run folder (the CLI's and a DAG run's alike).
 PLAN_FILE = "plan.json"
 FOLDS_DIR = "folds"
+REFIT_DIR = "refit"
 # Inside a fold folder: the finished result, or the error of its last failed try.
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
@@ -74,9 +77,18 @@ def dataset_folder(repo_id: str) -> str:
     return "/".join([DATASETS_DIR, *(safe_name(p) for p in parts)])
 
 
-def fold_folder(run_folder: str, fold_id: int) -> str:
-    """Path of one fold's folder inside a run folder (a storage path or a local one)."""
-    return f"{run_folder}/{FOLDS_DIR}/fold_{fold_id:03d}"
+def fold_folder(run_folder: str, fold_id: int, candidate: str = "") -> str:
+    """Path of one fold's folder inside a run folder (a storage path or a local one).
+
+    ``candidate`` names the candidate in a run that compares several; a run of one has no such level.
+    """
+    folds = f"{run_folder}/{FOLDS_DIR}/{safe_name(candidate)}" if candidate else f"{run_folder}/{FOLDS_DIR}"
+    return f"{folds}/fold_{fold_id:03d}"
+
+
+def refit_folder(run_folder: str) -> str:
+    """Path of the refit of the chosen candidate inside a run folder."""
+    return f"{run_folder}/{REFIT_DIR}"
 
 
 # Longest file or folder name most file systems take (ext4, xfs, APFS, the Modal Volume), in bytes.

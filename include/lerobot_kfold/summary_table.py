@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lerobot_kfold.results import CVSummary, FoldRow, MetricStats
+from lerobot_kfold.results import Comparison, CVSummary, FinalTest, FoldRow, MetricStats, RateInterval
 
 # Columns of the per-fold table, in order, when the folds report them.
 FOLD_COLUMNS = (
@@ -28,13 +28,28 @@ def _fmt(value: Any, pattern: str) -> str:
 
 def format_summary(summary: CVSummary) -> str:
     """The per-fold table, each metric's mean ± half-width [interval], failures and output paths."""
-    lines = _fold_table(summary.folds)
+    lines = [] if summary.comparison is None else [f"folds of {summary.candidate} (chosen):"]
+    lines += _fold_table(summary.folds)
     lines.append("")
-    lines.append(f"mean ± {summary.config.confidence:.0%} t-interval half-width over successful folds:")
+    lines.append(
+        f"mean ± {summary.config.confidence:.0%} t-interval half-width over successful folds "
+        "[t-interval]; corrected: the Nadeau-Bengio interval (folds share episodes; used for comparisons):"
+    )
     lines += [_metric_line(name, stats) for name, stats in summary.metrics.items()]
+    for name, rates in summary.success_rates.items():
+        folds = ", ".join(_rate(f, short=True) for f in rates.per_fold)
+        lines.append(f"  {name} over rollouts ({rates.confidence:.0%} Wilson): pooled {_rate(rates.pooled)}")
+        lines.append(f"    per fold: {folds}")
     best = summary.best_fold
     lines.append(f"best fold: {best.fold_id} ({best.metric} = {_fmt(best.value, '{:.5g}')})")
     lines += [f"FAILED fold {failed.fold_id}: {failed.error}" for failed in summary.failed_folds]
+    if summary.comparison is not None:
+        lines += _comparison_lines(summary.comparison)
+    if summary.correlation is not None and summary.correlation.rho is not None:
+        c = summary.correlation
+        lines.append(f"{c.x} against {c.y}: Spearman rho {c.rho:.2f} over {c.n} (candidate, fold) points")
+    if summary.final_test is not None:
+        lines += _final_test_lines(summary.final_test)
     lines += [f"warning: {warning}" for warning in summary.warnings]
     if summary.outputs:
         lines.append("")
@@ -75,4 +90,68 @@ def _metric_line(name: str, stats: MetricStats) -> str:
         return f"  {name}: {mean} (n={stats.n}, no interval with one fold)"
     half = _fmt(stats.ci_half_width, pattern)
     low, high = _fmt(stats.ci_low, pattern), _fmt(stats.ci_high, pattern)
-    return f"  {name}: {mean} ± {half}  [{low}, {high}]  std {_fmt(stats.std, pattern)}, n={stats.n}"
+    line = f"  {name}: {mean} ± {half}  [{low}, {high}]"
+    if stats.corrected_ci_low is not None:
+        line += (
+            f"  corrected [{_fmt(stats.corrected_ci_low, pattern)}, {_fmt(stats.corrected_ci_high, pattern)}]"
+        )
+    return f"{line}  std {_fmt(stats.std, pattern)}, n={stats.n}"
+
+
+def _rate(rate: RateInterval, short: bool = False) -> str:
+    interval = f"[{rate.ci_low:.0%}, {rate.ci_high:.0%}]"
+    return (
+        f"{rate.successes}/{rate.trials} {interval}"
+        if short
+        else f"{rate.successes}/{rate.trials} = {rate.rate:.0%} {interval}"
+    )
+
+
+def _comparison_lines(comparison: Comparison) -> list[str]:
+    """Candidates side by side, each difference against the reference with its verdict, the choice."""
+    headline = {comparison.selection.metric, "sim_success_rate"}  # the report has every metric
+    lines = ["", "candidates (mean [corrected interval]):"]
+    for candidate in comparison.candidates:
+        cells = []
+        for name, stats in candidate.summary.metrics.items():
+            if name not in headline:
+                continue
+            pattern = "{:.1%}" if name in PERCENT_METRICS else "{:.4g}"
+            low, high = _fmt(stats.corrected_ci_low, pattern), _fmt(stats.corrected_ci_high, pattern)
+            cells.append(f"{name} {_fmt(stats.mean, pattern)} [{low}, {high}]")
+        lines.append(f"  {candidate.name}: {'; '.join(cells)}")
+    kind = "baseline" if comparison.reference_is_baseline else "best mean"
+    lines.append(f"against {comparison.reference} ({kind}), paired by fold (candidate - reference):")
+    for c in (c for c in comparison.comparisons if c.metric in headline):
+        pattern = "{:+.1%}" if c.metric in PERCENT_METRICS else "{:+.4g}"
+        ci = f"[{_fmt(c.ci_low, pattern)}, {_fmt(c.ci_high, pattern)}]"
+        pooled = (
+            ""
+            if c.pooled_test is None
+            else f"; pooled rollouts {c.pooled_test.method} p={c.pooled_test.p_value:.3g}"
+        )
+        mdd = c.minimum_detectable_difference
+        detectable = "no variation between folds" if mdd is None else f"detectable: ±{_fmt(mdd, pattern)[1:]}"
+        p = _fmt(c.p_value, "{:.3g}")
+        lines.append(
+            f"  {c.candidate} {c.metric}: {_fmt(c.mean_difference, pattern)} {ci} p={p} (plain t "
+            f"p={_fmt(c.plain_p_value, '{:.3g}')}){pooled}: {c.verdict.upper()} ({detectable})"
+        )
+    selection = comparison.selection
+    lines.append(f"chosen: {selection.chosen} ({selection.reason})")
+    lines.append(f"  rule: {selection.rule}")
+    lines += [f"warning: {warning}" for warning in comparison.warnings]
+    return lines
+
+
+def _final_test_lines(test: FinalTest) -> list[str]:
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in test.metrics.items()) or "none"
+    lines = [
+        f"final test of {test.candidate} (refit on {test.n_train_episodes} episodes, tested on "
+        f"{test.n_test_episodes}): {metrics}"
+    ]
+    if test.success is not None:
+        lines.append(f"  closed loop (Wilson): {_rate(test.success)}")
+    lines.append(f"  {test.note}")
+    lines.append(f"  model to ship: {test.model_path}")
+    return lines

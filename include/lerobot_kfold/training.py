@@ -107,20 +107,26 @@ _WANDB_ID_MAX = 128
 _WANDB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def wandb_run_id(run_id: str | None, fold_id: int) -> str:
+def wandb_run_id(run_id: str | None, fold_id: int, name: str | None = None) -> str:
     """A W&B run id unique per (k-fold run, fold) that wandb accepts.
 
     Airflow run ids hold ``:``, ``+`` and ``/`` (``lerobot_kfold_cv/manual__2026-01-01T00:00:00+00:00``),
     which wandb rejects. A retried fold gets the same id, so it resumes its W&B run. Long ids are
-    shortened with a hash of the whole run id, never by cutting off the fold number.
+    shortened with a hash of the whole run id, never by cutting off the fold number. ``name`` (the
+    fold's W&B name, e.g. ``chunk10-fold-3``) replaces ``fold-N`` when candidates share fold numbers.
     """
     run = run_id or "run"
-    suffix = f"-fold-{fold_id}"
+    suffix = f"-{name or f'fold-{fold_id}'}"
     slug = _WANDB_ID_UNSAFE.sub("-", run).strip("-") or "run"
     if len(slug) + len(suffix) > _WANDB_ID_MAX:
         digest = hashlib.sha1(run.encode()).hexdigest()[:12]
         slug = f"{slug[: _WANDB_ID_MAX - len(suffix) - len(digest) - 1]}-{digest}"
     return slug + suffix
+
+
+def wandb_name(config: FoldTrainingConfig) -> str:
+    """The fold's label as a W&B name: "fold-3" (as always), "chunk10-fold-3", "refit-of-chunk10"."""
+    return _WANDB_ID_UNSAFE.sub("-", config.label).strip("-")[:64]
 
 
 class _WandbRun:
@@ -135,8 +141,8 @@ class _WandbRun:
         self._run = wandb.init(
             project=config.wandb_project,
             group=config.run_id,
-            name=f"fold-{config.fold_id}",
-            id=wandb_run_id(config.run_id, config.fold_id),
+            name=wandb_name(config),
+            id=wandb_run_id(config.run_id, config.fold_id, wandb_name(config)),
             resume="allow",
             mode=config.wandb_mode,
             dir=str(config.output_path),
@@ -190,7 +196,7 @@ def train_fold(
     say = progress or (lambda message: log.info(message))
     finished = check_fold_folder(config)  # before anything is written: another fold's folder is refused
     if finished is not None:
-        say(f"fold {config.fold_id}: already finished in {config.output_dir}; reusing its result")
+        say(f"{config.label}: already finished in {config.output_dir}; reusing its result")
         return finished
 
     started = time.perf_counter()
@@ -272,19 +278,21 @@ def build_fold(config: FoldTrainingConfig, say: Progress) -> BuiltFold:
     train_set = fold_data.make_episode_dataset(
         config.repo_id, config.dataset_root, config.train_episodes, delta_timestamps
     )
-    val_set = fold_data.make_episode_dataset(
-        config.repo_id, config.dataset_root, config.val_episodes, delta_timestamps
-    )
     train_set.meta.stats = stats
-    val_set.meta.stats = stats
+    val_set = None  # a refit without a hold-out has nothing to validate on
+    if config.val_episodes:
+        val_set = fold_data.make_episode_dataset(
+            config.repo_id, config.dataset_root, config.val_episodes, delta_timestamps
+        )
+        val_set.meta.stats = stats
     sampler = fold_data.make_train_sampler(
         train_set, config.seed, drop_n_last_frames=getattr(policy_cfg, "drop_n_last_frames", 0)
     )
     train_data = fold_data.maybe_preload(train_set, config.preload)
-    val_data = fold_data.maybe_preload(val_set, config.preload)
+    val_data = None if val_set is None else fold_data.maybe_preload(val_set, config.preload)
     say(
-        f"fold {config.fold_id}: {len(config.train_episodes)} train episodes ({len(train_data)} frames), "
-        f"{len(config.val_episodes)} held-out episodes ({len(val_data)} frames), device {device}"
+        f"{config.label}: {len(config.train_episodes)} train episodes ({len(train_data)} frames), "
+        f"{len(config.val_episodes)} held-out episodes ({len(val_data or ())} frames), device {device}"
     )
 
     set_seed(config.seed)
@@ -346,7 +354,7 @@ def resume(fold: BuiltFold, config: FoldTrainingConfig, say: Progress) -> Resume
     load_model(fold.policy, str(model_file), device=fold.device)
     step, fold.optimizer, fold.scheduler = load_training_state(checkpoint, fold.optimizer, fold.scheduler)
     fold.sampler.load_state_dict(compute_sampler_state(step, len(fold.sampler), config.batch_size, 1))
-    say(f"fold {config.fold_id}: resuming from step {step} ({checkpoint})")
+    say(f"{config.label}: resuming from step {step} ({checkpoint})")
     return Resumed(state, step, checkpoint)
 
 
@@ -398,7 +406,9 @@ def start_loop(fold: BuiltFold, config: FoldTrainingConfig, step: int) -> Traini
         sampler=fold.sampler,
         pin_memory=device == "cuda",
     )
-    val_loader = fold_data.make_loader(fold.val_data, config.batch_size, config.num_workers)
+    val_loader = None
+    if fold.val_data is not None:
+        val_loader = fold_data.make_loader(fold.val_data, config.batch_size, config.num_workers)
     tracker = MetricsTracker(
         config.batch_size,
         len(fold.train_data),
@@ -445,13 +455,13 @@ def training_loop(
             raise FloatingPointError(f"training loss became {loss} at step {step}; lower learning_rate.")
         state.record_train_loss(loss)
 
-        if step % config.eval_every == 0 or step == config.steps:
+        if loop.val_loader is not None and (step % config.eval_every == 0 or step == config.steps):
             validation_step(fold, loop, state, config, step, say)
         elif step % report_every == 0:
             now = time.perf_counter()
             rate = (step - rate_mark[0]) / max(now - rate_mark[1], 1e-9)
             rate_mark = (step, now)
-            say(f"fold {config.fold_id}: step {step}/{config.steps} loss {loss:.4f} ({rate:.1f} steps/s)")
+            say(f"{config.label}: step {step}/{config.steps} loss {loss:.4f} ({rate:.1f} steps/s)")
 
         stopping = config.stop_at_step is not None and step >= config.stop_at_step and step < config.steps
         if step % config.save_every == 0 or step == config.steps or stopping:
@@ -508,7 +518,7 @@ def validation_step(
     train_loss = point["train_loss"]
     loop.wandb.log({"train/loss": train_loss, **{f"eval/{k}": v for k, v in point.items()}}, step)
     say(
-        f"fold {config.fold_id}: step {step}/{config.steps} train loss {train_loss:.4f} "
+        f"{config.label}: step {step}/{config.steps} train loss {train_loss:.4f} "
         f"val L1 {metrics.val_l1:.5f} (normalized {metrics.val_l1_normalized:.4f})"
     )
 
@@ -539,7 +549,7 @@ def evaluate_in_simulator(
     """Closed-loop rollouts of the final policy from seeds never used in recording."""
     from lerobot_kfold.rollout import evaluate_in_simulator as rollouts
 
-    say(f"fold {config.fold_id}: closed-loop evaluation on {config.sim_eval_episodes} unseen seeds")
+    say(f"{config.label}: closed-loop evaluation on {config.sim_eval_episodes} unseen seeds")
     rollout = rollouts(
         loop.unwrapped,
         fold.preprocessor,
@@ -549,7 +559,7 @@ def evaluate_in_simulator(
         seed=config.sim_eval_seed,
         max_steps=config.sim_eval_max_steps,
     )
-    say(f"fold {config.fold_id}: success rate {rollout.sim_success_rate:.0%} ({rollout.sim_seconds:.1f}s)")
+    say(f"{config.label}: success rate {rollout.sim_success_rate:.0%} ({rollout.sim_seconds:.1f}s)")
     return rollout
 
 

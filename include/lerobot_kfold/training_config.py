@@ -154,6 +154,11 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
     run_id: str | None = None
     # Stop (after checkpointing) once this step is reached, as a preemption would. For tests and drills.
     stop_at_step: int | None = None
+    # The candidate this fold trains, in a run that compares several ("" otherwise): names and labels.
+    candidate: str = ""
+    # The refit of the chosen candidate on every non-hold-out episode: val_episodes (the hold-out, tested
+    # once at the end) may then be empty.
+    final_fit: bool = False
 
     def __post_init__(self) -> None:
         self.dataset_root = str(self.dataset_root)
@@ -167,7 +172,7 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
     def _check_fold(self) -> None:
         if not self.train_episodes:
             raise ValueError("train_episodes is empty: a fold needs at least one training episode.")
-        if not self.val_episodes:
+        if not self.val_episodes and not self.final_fit:
             raise ValueError("val_episodes is empty: a fold needs at least one held-out episode.")
         overlap = sorted(set(self.train_episodes) & set(self.val_episodes))
         if overlap:
@@ -185,6 +190,13 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir)
+
+    @property
+    def label(self) -> str:
+        """How logs and Airflow name this task: "fold 3", "chunk10 / fold 3", "refit of chunk10"."""
+        if self.final_fit:
+            return f"refit of {self.candidate}" if self.candidate else "refit"
+        return f"{self.candidate} / fold {self.fold_id}" if self.candidate else f"fold {self.fold_id}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -212,6 +224,8 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
             "num_workers",
             "preload",
             "stop_at_step",
+            "candidate",
+            "final_fit",
             "policy_preset",
             *(f.name for f in dataclasses.fields(EvaluationSettings) if f.name != "eval_every"),
             "sim_eval_seed",

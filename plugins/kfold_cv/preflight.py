@@ -47,6 +47,9 @@ def validate_run(
     else:
         check_modal(app_name, modal_conn_id)
     print(f"k-fold settings: {cv.to_dict()}")
+    names = [candidate.name for candidate in cv.run.candidates()]
+    if len(names) > 1:
+        print(f"candidates {', '.join(names)}: {len(names) * cv.run.split.num_folds} fold tasks, same folds")
     where = f"local {storage.storage_root()}" if cv.compute.backend == "local" else "the Modal Volume"
     print(f"outputs: {run_folder} in storage ({where})")
     return {

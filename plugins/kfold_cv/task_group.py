@@ -1,6 +1,8 @@
 """``kfold_cross_validation``: the k-fold workflow as a task group any DAG can embed.
 
-    validate -> prepare_dataset -> plan -> train_fold (mapped: "fold 0", "fold 1", ...) -> aggregate
+    validate -> prepare_dataset -> plan -> train_fold (mapped: "fold 0", ... or "chunk10 / fold 0", ...)
+             -> aggregate -> plan_refit -> refit -> final_summary -> summary
+                      (plan_refit, refit and final_summary are skipped unless refit is on)
 
 - ``validate`` (worker, ``preflight``): every setting, the storage root, the dataset and a W&B key for
   ``wandb_mode='online'`` (local backend) or the Modal connection and deployed app (modal backend). It is
@@ -8,12 +10,18 @@
 - ``prepare_dataset`` (Modal CPU or local): fetches a hub dataset once into storage, checks the
   policy's features, returns the episode metadata.
 - ``plan`` (worker): the library's fold manifest, and one training config per fold.
-- ``train_fold``: one ``ModalGPUOperator`` per fold (dynamic task mapping), concurrency capped per run.
-  On the local backend a fold that logs to W&B reads its key from an Airflow connection (``wandb_key``).
+- ``train_fold``: one ``ModalGPUOperator`` per (candidate, fold) (dynamic task mapping), concurrency
+  capped per run over all of them. On the local backend a fold that logs to W&B reads its key from an
+  Airflow connection (``wandb_key``).
 - ``aggregate``: runs once every fold has finished, failed ones included; fails when fewer than
   ``min_successful_folds`` succeeded (never averages fewer folds silently); writes summary.json,
   folds.csv and the report next to the folds; returns the summary (means, stds, intervals, best fold,
-  file locations) as its XCom.
+  file locations; with several candidates the chosen one's, the paired comparison in it) as its XCom.
+- ``plan_refit``, ``refit``, ``final_summary`` (skipped unless the run's ``refit`` is on): the chosen
+  candidate's config on every non-hold-out episode, its training on the same operator as a fold, and
+  the summary again with its final test.
+- ``summary``: the group's last task, whatever ``refit`` is: its XCom is the run's summary (the final one
+  when refit), and it emits the summary Asset's event when the group has one.
 
 Every output lives under ``runs/<dag id>/<run id>/<group id>/`` in storage, so runs never overwrite
 each other. Settings come from ``settings=`` (constants), from the DAG run's Params (``use_params=True``,
@@ -144,13 +152,13 @@ def kfold_cross_validation(
         )
         planned = _plan_task(options)(validated["settings"], validated["run_folder"], prepared.output)
         trained = _train_folds(wiring, planned)
-        aggregated = _aggregate(wiring, planned, trained)
+        aggregated = _aggregate(wiring, planned, trained.output)
         # all_done_min_one_success over plan and the folds: after every fold, failed ones included, but only
         # when planning succeeded. Its inputs all come from plan, so a failed plan (or validate) leaves it
         # upstream_failed instead of running into a missing XCom.
         trained >> aggregated
-        if summary_asset is not None:
-            _publish_task(summary_asset)(aggregated.output)
+        final = _refit(wiring, validated, planned, aggregated)
+        _summary_task(summary_asset)(aggregated.output, final.output)
     return group
 
 
@@ -160,6 +168,7 @@ class _Wiring:
     def __init__(self, group: TaskGroup, options: GroupOptions) -> None:
         self.options = options
         self.validate_id = f"{group.group_id}.validate" if group.group_id else "validate"
+        self.train_id = f"{group.group_id}.train_fold" if group.group_id else "train_fold"
 
     def pulled(self, key: str) -> str:
         """A template for one value the validate task pushed."""
@@ -215,6 +224,7 @@ def _plan_task(options: GroupOptions) -> Any:
         context["ti"].xcom_push(key="run_folder", value=run_folder)
         context["ti"].xcom_push(key="manifest", value=planned.plan.to_dict())
         context["ti"].xcom_push(key="aggregation", value=dataclasses.asdict(planned.aggregation))
+        context["ti"].xcom_push(key="selection", value=dataclasses.asdict(planned.selection))
         return [{"config": fold.to_dict()} for fold in planned.folds]
 
     return plan
@@ -229,7 +239,11 @@ def _train_folds(wiring: _Wiring, planned: Any) -> Any:
         local_callable="kfold_cv.local_folds:train_fold",  # the same body, W&B key from a connection
         gpu=wiring.pulled("gpu"),
         timeout=wiring.pulled("timeout_s"),
-        map_index_template="fold {{ task.function_kwargs['config']['fold_id'] }}",
+        # "fold 3", or "chunk10 / fold 3" when the run compares candidates (FoldTrainingConfig.label).
+        map_index_template=(
+            "{% set fold = task.function_kwargs['config'] %}"
+            "{{ fold['candidate'] ~ ' / ' if fold['candidate'] else '' }}fold {{ fold['fold_id'] }}"
+        ),
         max_active_tis_per_dagrun=options.max_parallel_folds,
         retries=options.fold_retries,
         # A retry re-attaches to the call or resumes from the last checkpoint: no need to wait long.
@@ -239,9 +253,10 @@ def _train_folds(wiring: _Wiring, planned: Any) -> Any:
     ).expand(function_kwargs=planned)
 
 
-def _aggregate(wiring: _Wiring, planned: Any, trained: Any) -> ModalGPUOperator:
+def _aggregate(wiring: _Wiring, planned: Any, fold_results: Any, **final: Any) -> ModalGPUOperator:
+    """The summary (``aggregate``), or with ``final`` (the refit's result) the summary with its test."""
     return wiring.operator(
-        task_id="aggregate",
+        task_id="final_summary" if final else "aggregate",
         function_name="aggregate",
         # The folds' XCom results say which folds Airflow counts as succeeded: a fold a user marked
         # failed stays failed in the summary even if its call wrote a result before it was stopped.
@@ -250,22 +265,81 @@ def _aggregate(wiring: _Wiring, planned: Any, trained: Any) -> ModalGPUOperator:
             "plan": planned["manifest"],
             "aggregation": planned["aggregation"],
             "run_id": "{{ dag.dag_id }}/{{ run_id }}",
-            "fold_results": trained.output,
+            "fold_results": fold_results,
+            "selection": planned["selection"],
+            **final,
         },
         local_callable=f"{APP_MODULE}:aggregate",
-        trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+        # The first summary runs after every fold, failed ones included; the final one after the refit.
+        trigger_rule=TriggerRule.ALL_SUCCESS if final else TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
         deferrable=False,  # a short CPU job, like prepare_dataset
     )
 
 
-def _publish_task(summary_asset: Asset) -> Any:
-    @task(task_id="publish_summary", outlets=[summary_asset])
-    def publish_summary(summary: dict[str, Any]) -> None:
-        """Emit the summary asset event, with the headline numbers in its extra."""
-        context = get_current_context()
-        context["outlet_events"][summary_asset].extra = headline(summary)
+def _refit(wiring: _Wiring, validated: Any, planned: Any, aggregated: ModalGPUOperator) -> ModalGPUOperator:
+    """plan_refit -> refit (the fold operator, once) -> final_summary; skipped unless refit is on."""
+    options = wiring.options
+    refit_plan = _plan_refit_task(wiring)(
+        validated["settings"], planned["run_folder"], planned["manifest"], aggregated.output
+    )
+    refitted = wiring.operator(
+        task_id="refit",
+        function_name="train_fold",
+        function_kwargs=refit_plan["kwargs"],
+        local_callable="kfold_cv.local_folds:train_fold",
+        gpu=wiring.pulled("gpu"),
+        timeout=wiring.pulled("timeout_s"),
+        retries=options.fold_retries,
+        retry_delay=timedelta(seconds=30),
+        deferrable=options.deferrable,
+    )
+    # The folds' results as aggregate counted them, passed on by plan_refit: a direct dependency on the
+    # folds would run final_summary (all_done) even when the refit failed or was skipped.
+    return _aggregate(wiring, planned, refit_plan["fold_results"], refit_result=refitted.output)
 
-    return publish_summary
+
+def _plan_refit_task(wiring: _Wiring) -> Any:
+    @task(task_id="plan_refit", multiple_outputs=True)
+    def plan_refit(
+        settings: dict[str, Any], run_folder: str, manifest: dict[str, Any], summary: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The chosen candidate's training on every non-hold-out episode; skipped unless refit is on."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from lerobot_kfold import jobs
+        from lerobot_kfold.splits import FoldPlan
+
+        cv = CVSettings.from_mapping(settings)
+        if not cv.run.selection.refit:
+            raise AirflowSkipException("refit is off: the summary of aggregate is the run's summary")
+        context = get_current_context()
+        run = context["dag_run"]
+        config = jobs.plan_refit(
+            cv.run, FoldPlan.from_dict(manifest), summary, run_folder, f"{run.dag_id}/{run.run_id}"
+        )
+        print(f"{config.label}: {len(config.train_episodes)} episodes, {len(config.val_episodes)} held out")
+        fold_results = context["ti"].xcom_pull(task_ids=wiring.train_id)
+        return {"kwargs": {"config": config.to_dict()}, "fold_results": list(fold_results or [])}
+
+    return plan_refit
+
+
+def _summary_task(summary_asset: Asset | None) -> Any:
+    # none_failed_min_one_success: after aggregate, and after final_summary unless it was skipped (refit
+    # off); a failed refit fails it, so a DAG that continues after the group never sees a half result.
+    @task(
+        task_id="summary",
+        outlets=[] if summary_asset is None else [summary_asset],
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+    )
+    def summary(first: dict[str, Any], final: dict[str, Any] | None) -> dict[str, Any]:
+        """The run's summary (the final one when refit); the Asset event with its headline numbers."""
+        chosen = final or first
+        if summary_asset is not None:
+            get_current_context()["outlet_events"][summary_asset].extra = headline(chosen)
+        return chosen
+
+    return summary
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
@@ -274,10 +348,17 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
         name: {key: stats.get(key) for key in ("mean", "std", "ci_low", "ci_high", "n")}
         for name, stats in summary.get("metrics", {}).items()
     }
+    selection = (summary.get("comparison") or {}).get("selection") or {}
+    final = summary.get("final_test") or {}
     return {
         "run_id": summary.get("run_id"),
         "totals": summary.get("totals"),
         "metrics": metrics,
         "best_fold": summary.get("best_fold"),
         "summary_json": summary.get("outputs", {}).get("summary_json"),
+        # The chosen candidate (comparisons), the rule that chose it, and the refit model to ship.
+        "candidate": summary.get("candidate"),
+        "selection_rule": selection.get("rule"),
+        "final_test": {key: final.get(key) for key in ("metrics", "success", "note")} if final else None,
+        "model_path": final.get("model_path"),
     }

@@ -15,6 +15,10 @@ GROUP_TASKS = {
     "kfold_cv.plan",
     "kfold_cv.train_fold",
     "kfold_cv.aggregate",
+    "kfold_cv.plan_refit",
+    "kfold_cv.refit",
+    "kfold_cv.final_summary",
+    "kfold_cv.summary",
 }
 
 
@@ -43,9 +47,9 @@ def test_retrain_dags_run_on_a_schedule_and_on_dataset_events_and_publish_the_su
     assert weekly.timetable.expression == "0 3 * * 1"
     assert "lerobot-kfold://datasets/so101_demo" in str(on_data.timetable.asset_condition)
     for dag in (weekly, on_data):
-        publish = dag.get_task("kfold_cv.publish_summary")
+        publish = dag.get_task("kfold_cv.summary")
         assert [asset.uri for asset in publish.outlets] == ["lerobot-kfold://summaries/so101_demo"]
-        assert publish.upstream_task_ids == {"kfold_cv.aggregate"}
+        assert publish.upstream_task_ids == {"kfold_cv.aggregate", "kfold_cv.final_summary"}
 
 
 class TestTriggerFormValidation:

@@ -7,10 +7,12 @@ the fold results, and the files on storage.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,10 @@ class TestLocalBackend:
         assert summary["run_folder"].startswith(f"runs/{DAG_ID}/")
         assert rendered_map_indexes(run, "kfold_cv.train_fold") == {0: "fold 0", 1: "fold 1", 2: "fold 2"}
         assert xcom_values(run, "kfold_cv.train_fold", key="modal_call_id") == {}
+        states = task_states(run)
+        for task in ("plan_refit", "refit", "final_summary"):
+            assert states[(f"kfold_cv.{task}", -1)] == "skipped", "refit is off by default"
+        assert xcom_values(run, "kfold_cv.summary")[-1] == summary, "the run's summary: aggregate's"
 
     def test_two_runs_keep_separate_outputs(
         self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -194,37 +200,140 @@ class TestLocalBackend:
         assert states[("kfold_cv.prepare_dataset", -1)] == "upstream_failed"
 
 
+# Two candidates on the same 2 folds, a hold-out of 3 of the 12 episodes, the chosen one refit and tested.
+CANDIDATES = {"small": {}, "slow_lr": {"learning_rate": 0.0003}}
+COMPARE = {
+    "k": 2,
+    "holdout_fraction": 0.25,
+    "candidates": json.dumps(CANDIDATES),
+    "refit": True,
+    "sim_eval_episodes": 1,
+    "sim_eval_max_steps": 10,
+    **TINY,
+}
+LABELS = {0: "small / fold 0", 1: "small / fold 1", 2: "slow_lr / fold 0", 3: "slow_lr / fold 1"}
+
+
+def _check_comparison(storage: Path, run) -> dict[str, Any]:
+    """Paired folds, a comparison of both candidates, the refit's final test and its model on storage."""
+    folds = xcom_values(run, "kfold_cv.train_fold")
+    assert sorted(folds) == [0, 1, 2, 3] and all(f["status"] == "ok" for f in folds.values())
+    assert rendered_map_indexes(run, "kfold_cv.train_fold") == LABELS
+    summary = xcom_values(run, "kfold_cv.final_summary")[-1]
+    assert xcom_values(run, "kfold_cv.summary")[-1] == summary, "the run's summary: the final one"
+    first = xcom_values(run, "kfold_cv.aggregate")[-1]
+    run_dir = storage / summary["run_folder"]
+    plan = json.loads((run_dir / "plan.json").read_text())
+    for fold in plan["folds"]:
+        seen = [
+            json.loads((run_dir / "folds" / name / f"fold_{fold['fold_id']:03d}" / "result.json").read_text())
+            for name in CANDIDATES
+        ]
+        assert [r["train_episodes"] for r in seen] == [fold["train_episodes"]] * 2, "paired folds"
+    comparison = summary["comparison"]
+    assert [c["name"] for c in comparison["candidates"]] == list(CANDIDATES)
+    chosen = comparison["selection"]["chosen"]
+    assert summary["candidate"] == chosen == first["candidate"]
+    assert comparison == first["comparison"], "the refit changes nothing of the comparison"
+    assert {c["metric"] for c in comparison["comparisons"]} >= {"val_l1", "sim_success_rate"}
+    test = summary["final_test"]
+    assert (test["candidate"], test["n_test_episodes"], test["n_train_episodes"]) == (chosen, 3, 9)
+    assert sorted(plan["holdout"]["episodes"]) == sorted(
+        json.loads((storage / test["result_file"]).read_text())["val_episodes"]
+    )
+    assert (storage / test["model_path"] / "model.safetensors").is_file()
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["final_test"] == test
+    return summary
+
+
+class TestCandidates:
+    def test_two_candidates_on_the_same_folds_then_the_chosen_one_refit_and_tested(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from kfold_cv.task_group import headline
+
+        storage = tmp_path / "storage"
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(storage))
+        run = dagbag.get_dag(DAG_ID).test(
+            run_conf={"dataset_root": str(demo_root), "backend": "local", **COMPARE}
+        )
+
+        assert run.state == "success", task_states(run)
+        summary = _check_comparison(storage, run)
+        extra = headline(summary)
+        assert extra["model_path"] == summary["final_test"]["model_path"]
+        assert extra["candidate"] == summary["candidate"]
+
+    @pytest.mark.parametrize(
+        ("candidates", "match"),
+        [
+            pytest.param({"a": {"k": 3}}, "may not vary", id="split-setting"),
+            pytest.param({"a": {"chunk_sise": 3}}, "chunk_size", id="unknown-setting"),
+            pytest.param('{"a": {"steps": 2}, "a": {"steps": 3}}', "twice", id="duplicate-name"),
+        ],
+    )
+    def test_a_bad_candidate_spec_fails_in_validate_before_any_spend(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, candidates, match
+    ) -> None:
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(tmp_path))
+        text = candidates if isinstance(candidates, str) else json.dumps(candidates)
+
+        run = dagbag.get_dag(DAG_ID).test(
+            run_conf={"dataset_root": str(demo_root), "candidates": text, **TINY}
+        )
+
+        states = task_states(run)
+        assert run.state == "failed"
+        assert states[("kfold_cv.validate", -1)] == "failed"
+        assert states[("kfold_cv.prepare_dataset", -1)] == "upstream_failed"
+        from kfold_cv.settings import CVSettings
+
+        with pytest.raises(ValueError, match=match):  # what validate raised
+            CVSettings.from_mapping({"dataset_root": str(demo_root), "candidates": text})
+
+
+@contextlib.contextmanager
+def _fake_modal(tmp_path: Path, storage: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The fake Modal control plane serving the app's functions on ``storage``, the client pointed at it."""
+    import modal
+
+    from scripts.fake_modal.control_plane import FakeModalControlPlane
+
+    plane = FakeModalControlPlane(
+        APP_FUNCTIONS,
+        tmp_path / "plane",
+        env={"LEROBOT_KFOLD_STORAGE": str(storage), "HF_HUB_OFFLINE": "1"},
+    )
+    with plane:
+        for name, value in plane.client_env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MODAL_DEFAULT",
+            json.dumps({"conn_type": "modal", "login": "ak-fake", "password": "as-fake"}),
+        )
+        modal.Client._set_env_client(None)
+        yield plane
+
+
+def _fast_polling(dag: Any) -> Any:
+    """Poll the fake often (the DAG's defaults suit real GPUs). dag.test() runs triggers inline, so the
+    first check need not wait out Airflow's defer-exit race."""
+    for task in dag.tasks:
+        if hasattr(task, "poll_interval"):
+            task.poll_interval, task.first_check_after = 0.2, 0.0
+        elif hasattr(task, "partial_kwargs") and "poll_interval" in task.partial_kwargs:
+            task.partial_kwargs.update(poll_interval=0.2, first_check_after=0.0)
+    return dag
+
+
 class TestModalBackend:
     def test_spawns_one_gpu_call_per_fold_and_summarizes_their_results(
         self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import modal
-
-        from scripts.fake_modal.control_plane import FakeModalControlPlane
-
         storage = tmp_path / "volume"
-        plane = FakeModalControlPlane(
-            APP_FUNCTIONS,
-            tmp_path / "plane",
-            env={"LEROBOT_KFOLD_STORAGE": str(storage), "HF_HUB_OFFLINE": "1"},
-        )
-        with plane:
-            for name, value in plane.client_env().items():
-                monkeypatch.setenv(name, value)
-            monkeypatch.setenv(
-                "AIRFLOW_CONN_MODAL_DEFAULT",
-                json.dumps({"conn_type": "modal", "login": "ak-fake", "password": "as-fake"}),
-            )
-            modal.Client._set_env_client(None)
-            dag = dagbag.get_dag(DAG_ID)
-            # Poll the fake often (the DAG's defaults suit real GPUs). dag.test() runs triggers inline, so
-            # the first check need not wait out Airflow's defer-exit race.
-            for task in dag.tasks:
-                if hasattr(task, "poll_interval"):
-                    task.poll_interval, task.first_check_after = 0.2, 0.0
-                elif hasattr(task, "partial_kwargs") and "poll_interval" in task.partial_kwargs:
-                    task.partial_kwargs.update(poll_interval=0.2, first_check_after=0.0)
-
+        with _fake_modal(tmp_path, storage, monkeypatch) as plane:
+            dag = _fast_polling(dagbag.get_dag(DAG_ID))
             run = dag.test(
                 run_conf={
                     "dataset_root": str(demo_root),
@@ -273,3 +382,27 @@ class TestModalBackend:
         assert run.state == "failed"
         assert task_states(run)[("kfold_cv.validate", -1)] == "failed"
         assert spawns == [], "nothing may be launched before validation passes"
+
+    def test_candidates_and_the_refit_run_as_modal_calls(
+        self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        storage = tmp_path / "volume"
+        with _fake_modal(tmp_path, storage, monkeypatch) as plane:
+            dag = _fast_polling(dagbag.get_dag(DAG_ID))
+            conf = {
+                "dataset_root": str(demo_root),
+                "backend": "modal",
+                "gpu": "L4",
+                "timeout_s": 900,
+                **COMPARE,
+            }
+            run = dag.test(run_conf=conf)
+            spawns = plane.spawns()
+
+        assert run.state == "success", task_states(run)
+        counts: dict[str, int] = {}
+        for spawn in spawns:
+            counts[spawn["function"]] = counts.get(spawn["function"], 0) + 1
+        # 2 candidates x 2 folds and the refit on the fold function; the summary before and after the refit.
+        assert counts == {"prepare_dataset": 1, "train_fold": 5, "aggregate": 2}
+        _check_comparison(storage, run)

@@ -32,6 +32,8 @@ TRAINING += ["--torch-threads", "1"]
 SHORTEST_TRAINING = ["--steps", "2", "--batch-size", "8", "--eval-every", "2", "--save-every", "2"]
 SIM_EVAL = ["--sim-eval-episodes", "1", "--sim-eval-max-steps", "10"]
 SUMMARY_FILES = ("summary.json", "folds.csv", "report.png", "report.html")
+# "same" trains exactly what the demo run trains; "slow" a lower learning rate.
+CANDIDATES = {"same": {}, "slow": {"learning_rate": 0.0001}}
 
 Proc = subprocess.CompletedProcess[str]
 
@@ -74,12 +76,20 @@ def _read_json(path: Path) -> Any:
 # ---------------------------------------------------------------------------------------------------- help
 
 HELP_CASES = [
-    pytest.param([], ["demo-dataset", "plan", "train-fold", "aggregate", "run"], id="top-level"),
+    pytest.param([], ["demo-dataset", "plan", "train-fold", "aggregate", "run", "compare"], id="top-level"),
     pytest.param(["demo-dataset"], ["--root", "--episodes", "--images"], id="demo-dataset"),
     pytest.param(["plan"], ["--root", "--output", "--k", "--holdout-fraction"], id="plan"),
     pytest.param(["train-fold"], ["--plan", "--fold-id", "--steps", "--policy-overrides"], id="train-fold"),
     pytest.param(["aggregate"], ["--output-dir", "--expected-folds", "--selection-metric"], id="aggregate"),
     pytest.param(["run"], ["--root", "--output-dir", "--record-demo", "--parallel", "--json"], id="run"),
+    pytest.param(
+        ["run"],
+        ["--candidates", "--candidate-grid", "--baseline", "--tie-break", "--refit"],
+        id="run-selection",
+    ),
+    pytest.param(
+        ["compare"], ["--output-dir", "--baseline", "--tie-break", "--selection-metric"], id="compare"
+    ),
 ]
 
 
@@ -343,16 +353,22 @@ def runs(demo_root, tmp_path_factory) -> dict[str, Run]:
 
     "demo": 2 folds on the demo dataset with a 1-episode simulator evaluation per fold (table output).
     "recorded": ``--record-demo 3`` into a new folder, then 2 folds of 2 steps (``--json`` output).
+    "candidates": the demo run's settings as candidate "same", and "slow" with another learning rate, on
+    the same 2 folds; the chosen one refit on every episode (no hold-out).
     """
     tmp = tmp_path_factory.mktemp("cli-runs")
     demo_out, recorded_root, recorded_out = tmp / "demo-run", tmp / "so101_demo", tmp / "recorded-run"
     demo_args = ["run", "--root", demo_root, "--output-dir", demo_out, "--k", "2", *TRAINING, *SIM_EVAL]
     recorded_args = ["run", "--record-demo", "3", "--root", recorded_root, "--output-dir", recorded_out]
     recorded_args += ["--k", "2", *SHORTEST_TRAINING, "--torch-threads", "1", "--json"]
-    procs = cli_all({"demo": demo_args, "recorded": recorded_args})
+    candidates_out = tmp / "candidates-run"
+    candidates_args = [*demo_args[:3], "--output-dir", candidates_out, *demo_args[5:], "--parallel", "1"]
+    candidates_args += ["--candidates", json.dumps(CANDIDATES), "--refit"]
+    procs = cli_all({"demo": demo_args, "recorded": recorded_args, "candidates": candidates_args})
     return {
         "demo": Run(demo_out, procs["demo"], demo_root),
         "recorded": Run(recorded_out, procs["recorded"], recorded_root),
+        "candidates": Run(candidates_out, procs["candidates"], demo_root),
     }
 
 
@@ -567,3 +583,87 @@ class TestNothingIsOverwritten:
         assert proc.returncode == 2, _describe(proc)
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert _hashes(folder) == before
+
+
+# ---------------------------------------------------------------------------- candidates and compare
+
+
+class TestCandidates:
+    def test_prints_the_comparison_the_choice_and_the_refit(self, runs):
+        run = runs["candidates"]
+        assert run.proc.returncode == 0, _describe(run.proc)
+        out = run.proc.stdout
+        assert "candidates (mean [corrected interval]):" in out
+        assert "against " in out and "(best mean), paired by fold" in out
+        assert any(verdict in out for verdict in ("BETTER", "WORSE", "NO DETECTABLE DIFFERENCE"))
+        assert "chosen: " in out and "rule: " in out
+        assert "no hold-out was planned" in out and "model to ship: " in out
+        for label in ("same / fold 0", "slow / fold 1", "refit of "):
+            assert label in run.proc.stderr
+
+    def test_a_candidate_of_the_same_settings_reproduces_the_plain_run_fold_by_fold(self, runs, demo_run):
+        run = runs["candidates"]
+        plain = _results(demo_run.out)
+        same = [_read_json(p) for p in sorted((run.out / "folds" / "same").glob("fold_*/result.json"))]
+        assert [r["metrics"] for r in same] == [r["metrics"] for r in plain], "same folds, same seed"
+        assert (run.out / "plan.json").read_bytes() == (demo_run.out / "plan.json").read_bytes()
+
+    def test_the_refit_trains_the_chosen_candidate_on_every_episode(self, runs):
+        summary = _read_json(runs["candidates"].out / "summary.json")
+        chosen = summary["comparison"]["selection"]["chosen"]
+        refit = _read_json(runs["candidates"].out / "refit" / "result.json")
+        assert sorted(refit["train_episodes"]) == list(range(DEMO_EPISODES)) and refit["val_episodes"] == []
+        assert summary["final_test"]["candidate"] == chosen == summary["candidate"]
+        assert Path(summary["final_test"]["model_path"], "model.safetensors").is_file()
+        rows = (runs["candidates"].out / "folds.csv").read_text().splitlines()
+        assert rows[0].startswith("candidate,fold_id") and len(rows) == 1 + 2 * len(CANDIDATES)
+
+
+@pytest.fixture(scope="module")
+def compared(runs, demo_run, tmp_path_factory) -> dict[str, tuple[Path, Proc]]:
+    """``compare`` over the plain run and the candidates run (same plan), and over runs of two plans."""
+    tmp = tmp_path_factory.mktemp("cli-compare")
+    assert runs["candidates"].proc.returncode == 0, _describe(runs["candidates"].proc)
+    folders = {"same-plan": tmp / "same-plan", "other-plan": tmp / "other-plan"}
+    procs = cli_all(
+        {
+            "same-plan": [
+                *("compare", demo_run.out, runs["candidates"].out, "--output-dir", folders["same-plan"]),
+                *("--baseline", "demo-run"),
+            ],
+            "other-plan": [
+                "compare",
+                demo_run.out,
+                runs["recorded"].out,
+                "--output-dir",
+                folders["other-plan"],
+            ],
+        }
+    )
+    return {name: (folders[name], proc) for name, proc in procs.items()}
+
+
+class TestCompare:
+    def test_compares_every_candidate_of_runs_that_share_a_plan_fold_by_fold(self, compared):
+        folder, proc = compared["same-plan"]
+        assert proc.returncode == 0, _describe(proc)
+        summary = _read_json(folder / "summary.json")
+        names = [c["name"] for c in summary["comparison"]["candidates"]]
+        assert names == ["demo-run", "candidates-run.same", "candidates-run.slow"]
+        assert (summary["comparison"]["reference"], summary["comparison"]["reference_is_baseline"]) == (
+            "demo-run",
+            True,
+        )
+        pairs = {(c["candidate"], c["metric"]): c for c in summary["comparison"]["comparisons"]}
+        same = pairs[("candidates-run.same", "val_l1")]
+        # The same settings on the same folds with the same seed: every difference is exactly 0.
+        assert same["differences"] == [0.0, 0.0] and same["verdict"] == "no detectable difference"
+        assert "candidates-run.slow" in proc.stdout and "chosen: " in proc.stdout
+        for name in ("report.html", "folds.csv", "comparison.png", "plan.json"):
+            assert (folder / name).is_file(), name
+
+    def test_runs_of_different_plans_are_refused(self, compared):
+        folder, proc = compared["other-plan"]
+        assert proc.returncode == 2, _describe(proc)
+        assert "different fold plans" in proc.stderr and "Traceback" not in proc.stderr
+        assert not (folder / "summary.json").exists()

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import re
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -103,7 +104,7 @@ class TestHtml:
         assert "2.5 ± 2.054" in page
         assert "[0.4457, 4.554]" in page
         assert "<td>1.291</td>" in page and "<td>0.6455</td>" in page
-        assert "95% interval" in page
+        assert "95% t-interval" in page and "95% corrected interval" in page
         assert "demo-run" in page
         assert "<b>fold 0</b>" in page  # best fold by val_l1 (min)
 
@@ -139,3 +140,68 @@ class TestHtml:
         write_html(case[0], target, png)
         assert target.read_text().startswith("<!DOCTYPE html>")
         assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+class TestComparisonReport:
+    """A comparison of two candidates: side by side, paired lines, verdicts, the scatter, the final test."""
+
+    @pytest.fixture(scope="class")
+    def compared(self, tmp_path_factory) -> tuple[CVSummary, dict[str, str]]:
+        from lerobot_kfold import comparison
+        from lerobot_kfold.aggregate import METRIC_DIRECTIONS, write_outputs
+        from lerobot_kfold.results import FinalTest
+        from tests.lerobot_kfold.test_comparison import candidate
+        from tests.lerobot_kfold.test_comparison import fold as rolled_out
+
+        low = [rolled_out(i, {"val_l1": 0.1 + 0.01 * i}, successes=[True, True, False]) for i in range(3)]
+        high = [rolled_out(i, {"val_l1": 0.3 + 0.02 * i}, successes=[False, False, i == 0]) for i in range(3)]
+        candidates = [candidate("low", low), candidate("high", high)]
+        result = comparison.compare(
+            candidates, metric="val_l1", directions=METRIC_DIRECTIONS, confidence=0.95
+        )
+        test = FinalTest(
+            candidate="low",
+            n_train_episodes=9,
+            n_test_episodes=3,
+            metrics={"val_l1": 0.12},
+            success=comparison.wilson(2, 3, 0.95),
+            sim_seed=1,
+            model_path="runs/r/refit/checkpoints/000004/pretrained_model",
+            result_file="runs/r/refit/result.json",
+            note="the estimate to quote",
+        )
+        summary = dataclasses.replace(
+            candidates[0].summary,
+            candidate="low",
+            comparison=result,
+            correlation=comparison.rank_correlation(candidates),
+            final_test=test,
+        )
+        by_name = {c.name: c.results for c in candidates}
+        paths = write_outputs(summary, low, tmp_path_factory.mktemp("report"), by_name)
+        return summary, paths
+
+    def test_the_page_shows_candidates_verdicts_the_choice_the_correlation_and_the_final_test(self, compared):
+        _, paths = compared
+        page = Path(paths["report_html"]).read_text()
+        for text in (
+            "Candidates side by side",
+            "Paired differences against low (best mean)",
+            "<b>Chosen: low</b>",
+            "worse",
+            "Success over rollouts",
+            "Offline against closed loop",
+            "Final test: low refit",
+            "runs/r/refit/checkpoints/000004/pretrained_model",
+            "corrected resampled t",
+            "Wilson",
+        ):
+            assert text in page, text
+        assert page.count("data:image/png;base64,") == 2, "the fold figure and the comparison figure"
+
+    def test_folds_csv_holds_every_candidates_folds_and_the_comparison_figure_is_written(self, compared):
+        _, paths = compared
+        rows = Path(paths["folds_csv"]).read_text().splitlines()
+        assert rows[0].startswith("candidate,fold_id,")
+        assert [row.split(",")[0] for row in rows[1:]] == ["low"] * 3 + ["high"] * 3
+        assert Path(paths["comparison_png"]).read_bytes().startswith(PNG_MAGIC)

@@ -204,6 +204,8 @@ class TestSummaryJson:
             "failed_folds",
             "folds",
             "warnings",
+            "success_rates",
+            "intervals",
         ]
         assert list(data["metrics"]["val_l1"]) == [
             "n",
@@ -216,6 +218,9 @@ class TestSummaryJson:
             "min",
             "max",
             "missing_fold_ids",
+            "corrected_ci_low",
+            "corrected_ci_high",
+            "corrected_ci_half_width",
         ]
         assert data["folds"][1]["wall_s"] is None  # NaN never reaches JSON
         assert data["failed_folds"][-1] == {"fold_id": 3, "repeat": None, "index": None, "error": "no result"}

@@ -214,3 +214,35 @@ class TestBadInput:
         with pytest.raises(DatasetError, match=r"observation\.environment_state"):
             run_kfold(_config(root, out), progress=lambda message: None)
         assert not out.exists()
+
+
+# Fields of a fold result that differ between two runs of the same fold: timings and where it ran.
+_RUN_SPECIFIC = {"wall_s", "train_seconds", "steps_per_s", "output_dir", "checkpoints"}
+
+
+def _relative_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+class TestOneCandidate:
+    def test_a_run_of_one_named_candidate_writes_todays_files_with_todays_numbers(
+        self, demo_root, tmp_path, finished_run
+    ):
+        today, today_summary, _ = finished_run
+        out = tmp_path / today.name  # the same folder name: the same run id
+        config = KFoldRunConfig(
+            settings=_settings(demo_root, candidates={"same": {}}), output_dir=str(out), torch_threads=1
+        )
+
+        summary = run_kfold(config, progress=lambda message: None)
+
+        assert _relative_files(out) == _relative_files(today)
+        assert (out / "plan.json").read_bytes() == (today / "plan.json").read_bytes()
+        for ours, theirs in zip(_fold_results(out), _fold_results(today), strict=True):
+            assert {k: v for k, v in ours.items() if k not in _RUN_SPECIFIC} == {
+                k: v for k, v in theirs.items() if k not in _RUN_SPECIFIC
+            }
+        assert summary.metrics == today_summary.metrics
+        assert summary.best_fold == today_summary.best_fold
+        assert summary.comparison is None and summary.candidate == "same"
+        assert [f.metrics for f in summary.folds] == [f.metrics for f in today_summary.folds]

@@ -80,15 +80,19 @@ class TestParams:
             assert len(scalar) == 1 and scalar[0] in {"string", "integer", "number", "boolean"}, name
             assert param.description, name
 
-    def test_only_the_dataset_fields_and_json_objects_may_be_left_empty_in_the_form(self) -> None:
+    def test_only_the_dataset_fields_the_baseline_and_json_objects_may_be_left_empty_in_the_form(
+        self,
+    ) -> None:
         # The UI's trigger form requires every Param whose type excludes "null" and refuses to submit
-        # while one is empty; one of the two dataset fields is always empty, and an object may be cleared.
+        # while one is empty; one of the two dataset fields is always empty, the baseline is unless a
+        # comparison names one, and an object may be cleared.
         params = kfold_params()
         optional = {
             n for n, p in params.items() if isinstance(p.schema["type"], list) and "null" in p.schema["type"]
         }
-        assert optional == {"dataset_root", "dataset_repo_id", "policy_overrides"}
-        assert params["policy_overrides"].value == "{}", "never an empty required field"
+        objects = {"policy_overrides", "candidates", "candidate_grid"}
+        assert optional == {"dataset_root", "dataset_repo_id", "baseline", *objects}
+        assert all(params[name].value == "{}" for name in objects), "never an empty required field"
         assert CVSettings.from_mapping({**DEMO, "dataset_repo_id": None}).run.dataset.dataset_repo_id == ""
         assert CVSettings.from_mapping({**DEMO, "policy_overrides": None}).run.training.policy_overrides == {}
 

@@ -28,7 +28,8 @@ def test_embeds_in_an_existing_dag_between_other_tasks() -> None:
         dag.task_ids
     )
     assert dag.get_task("cv.validate").upstream_task_ids == {"collect_data"}
-    assert dag.get_task("register_model").upstream_task_ids == {"cv.aggregate"}
+    # The group's last task: its XCom is the run's summary, whether or not the run refits.
+    assert dag.get_task("register_model").upstream_task_ids == {"cv.summary"}
 
 
 def test_two_groups_in_one_dag_read_their_own_validate_task() -> None:
@@ -53,7 +54,7 @@ def test_caps_parallel_folds_per_run_and_publishes_the_summary_asset() -> None:
     with _dag("capped") as dag:
         kfold_cross_validation(settings=DATA, max_parallel_folds=3, summary_asset=asset)
     assert dag.get_task("kfold_cv.train_fold").partial_kwargs["max_active_tis_per_dagrun"] == 3
-    assert dag.get_task("kfold_cv.publish_summary").outlets == [asset]
+    assert dag.get_task("kfold_cv.summary").outlets == [asset]
 
 
 @pytest.mark.parametrize(
