@@ -554,6 +554,7 @@ def plan_refit(
         repo_id=plan.dataset.repo_id,
         output_dir=refit_folder(run_folder),
         run_id=run_id,
+        dataset_fingerprint=plan.dataset.fingerprint,
         candidate=chosen if summary.get("candidate") else "",
         final_fit=True,
         **execution,

@@ -19,7 +19,7 @@ def settings(**values: Any) -> RunSettings:
     return RunSettings.from_mapping({**BASE, **values})
 
 
-def dataset(n: int = 12) -> jobs.PreparedDataset:
+def dataset(n: int = 12, simulator: bool = True) -> jobs.PreparedDataset:
     episodes = [{"index": i, "task": "pick", "length": 50} for i in range(n)]
     return jobs.PreparedDataset(
         dataset_root="datasets/demo",
@@ -29,6 +29,7 @@ def dataset(n: int = 12) -> jobs.PreparedDataset:
         fps=30.0,
         features=[],
         episodes=episodes,
+        simulator=simulator,
     )
 
 
