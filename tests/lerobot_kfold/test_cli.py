@@ -76,7 +76,7 @@ def _read_json(path: Path) -> Any:
 
 HELP_CASES = [
     pytest.param([], ["demo-dataset", "plan", "train-fold", "aggregate", "run"], id="top-level"),
-    pytest.param(["demo-dataset"], ["--root", "--episodes", "--images"], id="demo-dataset"),
+    pytest.param(["demo-dataset"], ["--root", "--episodes", "--cameras", "--image-size"], id="demo-dataset"),
     pytest.param(["plan"], ["--root", "--output", "--k", "--holdout-fraction"], id="plan"),
     pytest.param(["train-fold"], ["--plan", "--fold-id", "--steps", "--policy-overrides"], id="train-fold"),
     pytest.param(["aggregate"], ["--output-dir", "--expected-folds", "--selection-metric"], id="aggregate"),

@@ -142,7 +142,7 @@ class TestCameraChecks:
 
     def test_a_missing_video(self, stored_cameras, storage) -> None:
         next((storage / stored_cameras / "videos" / "observation.images.wrist").rglob("*.mp4")).unlink()
-        with pytest.raises(DatasetError, match=r"'observation.images.wrist'.*is missing"):
+        with pytest.raises(DatasetError, match=r"observation.images.wrist.*is missing"):
             jobs.prepare_dataset(dataset_root=stored_cameras)
 
     def test_rollouts_need_the_cameras_the_simulator_renders(self, stored_cameras, storage) -> None:
@@ -155,10 +155,6 @@ class TestCameraChecks:
             DatasetError, match=r"'observation.images.wrist'.*simulator renders no such camera"
         ):
             jobs.prepare_dataset(dataset_root=stored_cameras, sim_eval_episodes=1)
-
-    def test_rollouts_need_a_simulator_dataset(self, stored_v21) -> None:
-        with pytest.raises(DatasetError, match="sim_eval_episodes to 0"):
-            jobs.prepare_dataset(dataset_root=stored_v21, sim_eval_episodes=1)
 
 
 TINY_TRAINING = {"policy_preset": "small", "steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}

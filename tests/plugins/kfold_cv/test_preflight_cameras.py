@@ -41,7 +41,7 @@ def test_absent_backbone_weights_fail_validate_with_the_fix(storage: Path) -> No
 
 def test_without_the_pretrained_backbone_nothing_is_fetched(storage: Path) -> None:
     out = validate(pretrained_backbone=False, sim_eval_episodes=2)
-    assert out["prepare_kwargs"]["backbone_weights"] == ""
+    assert out["prepare_kwargs"]["training"]["pretrained_backbone"] is False, "prepare_dataset knows too"
     assert out["prepare_kwargs"]["sim_eval_episodes"] == 2
 
 
