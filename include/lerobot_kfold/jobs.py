@@ -220,10 +220,12 @@ def check_dataset_for_run(location: str, training: TrainingSettings, evaluation:
     from lerobot_kfold import dataset_format
 
     root = storage.resolve(location)
-    if (root / dataset_format.INFO_PATH).is_file() and dataset_format.dataset_version(
-        root
-    ) == dataset_format.V21:
-        return
+    if (root / dataset_format.INFO_PATH).is_file():
+        version = dataset_format.dataset_version(root)
+        if version == dataset_format.V21:
+            return
+        if version != dataset_format.V30:
+            raise dataset_format.DatasetFormatError(dataset_format.unsupported_format_message(root, version))
     root = dataset_info.check_dataset_root(root)
     dataset_info.check_policy_features(root, training.policy_type)
     check_cameras_and_backbone(root, training.policy_type, evaluation.sim_eval_episodes, training)

@@ -194,9 +194,7 @@ class CameraRig:
         mujoco.mj_camlight(self._model, self._data)
         frames = {}
         for key, camera in self._cameras.items():
-            if isinstance(camera, mujoco.MjvCamera):
-                # A tracking camera follows its body's subtree centre of mass: update it to this state.
-                mujoco.mjv_updateCamera(self._model, self._data, camera, self._renderer.scene)
+            # A tracking camera looks at its body's subtree centre of mass (mj_comPos) of this state.
             self._renderer.update_scene(self._data, camera=camera)
             frames[key] = np.asarray(self._renderer.render(), dtype=np.uint8).copy()
         return frames

@@ -69,3 +69,21 @@ def test_policy_overrides_from_the_form_are_checked_against_the_policys_fields(
         return
     with pytest.raises(ValueError, match=refusal):
         validate(pretrained_backbone=False, policy_overrides=overrides)
+
+
+V21_FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "lerobot_v21_tiny"
+
+
+@pytest.mark.parametrize(("version", "refusal"), [("v2.1", None), ("v2.0", "Bring it to v2.1 first")])
+def test_a_v21_dataset_passes_validate_and_older_formats_do_not(
+    storage: Path, version: str, refusal: str | None
+) -> None:
+    """v2.1 is converted by prepare_dataset; older formats fail here, saying what to do."""
+    shutil.copytree(V21_FIXTURE, storage / "datasets" / "old")
+    info_file = storage / "datasets" / "old" / "meta" / "info.json"
+    info_file.write_text(json.dumps({**json.loads(info_file.read_text()), "codebase_version": version}))
+    if refusal is None:
+        validate(dataset_root="datasets/old", pretrained_backbone=False)
+        return
+    with pytest.raises(ValueError, match=refusal):
+        validate(dataset_root="datasets/old", pretrained_backbone=False)
