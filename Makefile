@@ -18,10 +18,17 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export LEROBOT_KFOLD_STORAGE ?= $(CURDIR)/storage
 
 LINT_PATHS := include plugins dags tests scripts bench
-DEMO_CONF ?= {"k": 5, "steps": 2000, "eval_every": 500, "save_every": 500, "sim_eval_episodes": 10}
+# The demos choose the small demo ACT explicitly: the default policy is lerobot's own ACT.
+DEMO_CONF ?= {"k": 5, "policy_preset": "small", "steps": 2000, "eval_every": 500, "save_every": 500, "sim_eval_episodes": 10}
 DEMO_DATA ?= data/so101_demo
 DEMO_RUN ?= runs/demo
-DEMO_ARGS ?= --k 5 --steps 2000 --eval-every 500 --save-every 500 --sim-eval-episodes 10 --parallel 2
+DEMO_ARGS ?= --k 5 --policy-preset small --steps 2000 --eval-every 500 --save-every 500 --sim-eval-episodes 10 --parallel 2
+# The camera demo: a 96x128 front camera as video beside the state; the small ACT with its ResNet-18 from
+# scratch (no weights download), 2 folds at a time on the CPU.
+CAMERA_DATA ?= data/so101_camera_demo
+CAMERA_RUN ?= runs/camera_demo
+CAMERA_RECORD ?= --episodes 40 --cameras front --image-size 96x128
+CAMERA_ARGS ?= --k 5 --policy-preset small --no-pretrained-backbone --steps 1000 --batch-size 8 --eval-every 500 --save-every 500 --sim-eval-episodes 10 --parallel 2
 
 # Two candidates on the same 5 folds as demo-cli: the small preset, and lerobot's ACT recipe (VAE on,
 # dropout 0.1) at the same size (one VAE encoder layer: lerobot's four made a fold 3.6x slower here).
@@ -30,7 +37,7 @@ COMPARE_RUN ?= runs/demo-compare
 COMPARE_CANDIDATES ?= {"small": {}, "vae_dropout": {"policy_overrides": {"use_vae": true, "dropout": 0.1, "n_vae_encoder_layers": 1}}}
 COMPARE_ARGS ?= $(DEMO_ARGS) --selection-metric sim_success_rate
 
-.PHONY: setup airflow-db airflow airflow-celery demo demo-cli demo-compare test lint format clean-demo
+.PHONY: setup airflow-db airflow airflow-celery demo demo-cli demo-compare demo-camera test lint format clean-demo
 
 setup:
 	@scripts/bootstrap.sh
@@ -67,6 +74,11 @@ demo-compare: setup
 	$(PY) -m lerobot_kfold run --root $(DEMO_DATA) --record-demo 40 --output-dir $(COMPARE_RUN) $(COMPARE_ARGS) \
 		--candidates '$(COMPARE_CANDIDATES)'
 
+## The camera demo through the library's CLI: record the camera dataset (once), cross-validate it.
+demo-camera: setup
+	@[ -f $(CAMERA_DATA)/meta/info.json ] || $(PY) -m lerobot_kfold demo-dataset --root $(CAMERA_DATA) $(CAMERA_RECORD) >/dev/null
+	$(PY) -m lerobot_kfold run --root $(CAMERA_DATA) --output-dir $(CAMERA_RUN) $(CAMERA_ARGS)
+
 ## All tests, offline. Fails if no test ran.
 ## System packages some tests need, installed when missing and possible (root or passwordless sudo).
 GL_PACKAGES := libegl1 libegl-mesa0 libgl1 libosmesa6
@@ -87,4 +99,4 @@ format: setup
 	$(PY) -m ruff check --fix $(LINT_PATHS)
 
 clean-demo:
-	rm -rf $(DEMO_DATA) $(DEMO_RUN) $(COMPARE_RUN) storage/datasets/so101_demo storage/runs
+	rm -rf $(DEMO_DATA) $(DEMO_RUN) $(COMPARE_RUN) $(CAMERA_DATA) $(CAMERA_RUN) storage/datasets/so101_demo storage/runs

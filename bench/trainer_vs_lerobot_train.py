@@ -1,12 +1,18 @@
 #!/usr/bin/env python
 """One fold of our trainer against lerobot's own ``lerobot-train``: wall time, steps/s and peak RSS.
 
-Both sides train the same ACT (``DEMO_ACT_OVERRIDES``, chunk size 10, lr 1e-3) on the same episodes,
-steps, batch size, seed, device and torch threads, validate on the same held-out episodes and checkpoint
-at the same steps, each run a subprocess, interleaved. lerobot-train holds out the last episodes
-(``--dataset.eval_split``), so the fold compared is the last one of an unshuffled plan (checked on every
-run from its log). Steps/s is timed between progress lines both print at the same steps, outside
-validation and checkpoint steps. Details: docs/benchmarks.md, section 1.
+Both sides train the same ACT (``--policy``: the small demo ACT ``DEMO_ACT_OVERRIDES``, or lerobot's
+defaults; chunk size 10, lr 1e-3, the backbone from scratch) on the same episodes, steps, batch size,
+seed, device and torch threads, validate on the same held-out episodes and checkpoint at the same steps,
+each run a subprocess, interleaved. lerobot-train holds out the last episodes (``--dataset.eval_split``),
+so the fold compared is the last one of an unshuffled plan (checked on every run from its log). Steps/s
+is timed between progress lines all sides print at the same steps, outside validation and checkpoint
+steps. Details: docs/benchmarks.md, sections 1, 2 and 7.
+
+Sides: ours (``train-fold``; once per ``--precisions`` entry), lerobot-train (once per
+``--their-workers`` entry: its DataLoader workers; lerobot-train's own default is 4), and with
+``--model-only`` the model-only step (``bench/model_only_step.py``: lerobot's update on batches already on
+the device, the limit of any data path). Ratios are ours (the first precision) over each other side.
 
 A dataset is an entry of ``DATASETS`` (``--dataset``); a side is a ``Side`` of ``make_sides``.
 Example (the defaults; about 4 minutes on 2 CPU cores)::
@@ -43,11 +49,28 @@ class Dataset:
     env: dict[str, str] = field(default_factory=dict)  # extra environment of both sides and the recorder
 
 
+# Camera datasets: ours trains the backbone from scratch, as lerobot-train with
+# --policy.pretrained_backbone_weights=null does.
+SCRATCH_BACKBONE = ("--no-pretrained-backbone",)
 DATASETS = {
     "so101_state": Dataset(BENCH_CACHE / "so101_40", ("--episodes", "40")),
+    # The camera demo: one front camera at 96x128 (AV1 video, lerobot's writer), 40 episodes.
+    "so101_camera": Dataset(
+        BENCH_CACHE / "so101_camera_40",
+        ("--episodes", "40", "--cameras", "front", "--image-size", "96x128"),
+        ours_flags=SCRATCH_BACKBONE,
+    ),
+    # A real robot's cameras: two 480x640 streams; 8 episodes keep it small enough to carry to a GPU.
+    "so101_camera_480": Dataset(
+        BENCH_CACHE / "so101_camera_480_8",
+        ("--episodes", "8", "--cameras", "front,wrist", "--image-size", "480x640"),
+        ours_flags=SCRATCH_BACKBONE,
+    ),
 }
-CHUNK_SIZE, LEARNING_RATE = 10, 1e-3
-OURS, THEIRS = "ours (lerobot_kfold train-fold)", "lerobot-train"
+# Chunk size and learning rate per --policy: the demo's for the small ACT, lerobot's own defaults otherwise.
+CHUNK_AND_LR = {"small": (10, 1e-3), "lerobot": (100, 1e-5)}
+OURS, THEIRS, MODEL_ONLY = "ours (lerobot_kfold train-fold)", "lerobot-train", "model-only step"
+POLICIES = ("small", "lerobot")
 SUMMARY_KEYS = ("wall_s", "startup_s", "loop_steps_per_s", "peak_rss_mib", "val_loss_normalized")
 
 _OURS_STEP = re.compile(r"fold \d+: step (\d+)/(\d+)")
@@ -68,6 +91,8 @@ class Side:
     name: str
     command: Callable[[Path, int], list[str]]
     parse: Callable[[RunRecord], dict[str, Any]]
+    # Whether it validates (the model-only step does not) and reports its training split.
+    validates: bool = True
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,7 +113,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--device", default="cpu", choices=["cpu", "cuda"])
     add("--threads", type=int, default=1, help="torch/OMP threads of both sides (1: steadiest)")
     add("--repeats", type=int, default=3, help="runs per side (interleaved)")
-    add("--their-workers", type=int, nargs="*", default=[], metavar="N", help="also --num_workers=N sides")
+    add("--their-workers", type=int, nargs="+", default=[0], metavar="N", help="lerobot-train sides' workers")
+    add(
+        "--precisions",
+        nargs="+",
+        default=["no"],
+        choices=["no", "bf16"],
+        help="ours' --mixed-precision sides",
+    )
+    add("--model-only", action="store_true", help="add the model-only step (batches already on the device)")
+    add("--policy", choices=POLICIES, default="small", help="the small demo ACT, or lerobot's default ACT")
     add("--python", default=sys.executable, help="interpreter that runs both sides")
     add("--work-dir", type=Path, default=BENCH_CACHE / "trainer_vs_lerobot_train", help="emptied first")
     add("--timeout", type=float, default=1800, help="seconds before one run is killed")
@@ -156,23 +190,33 @@ def plan_fold(args: argparse.Namespace, env: dict[str, str], work: Path) -> tupl
 
 
 def make_sides(args: argparse.Namespace, plan: Path, fold: dict, eval_split: float) -> list[Side]:
+    from lerobot_kfold.fold_data import video_backend
     from lerobot_kfold.training_config import DEMO_ACT_OVERRIDES
 
     a, dataset, every = args, DATASETS[args.dataset], args.steps // 10
-    ours = [a.python, "-m", "lerobot_kfold", "train-fold", "--plan", str(plan), "--root", str(a.root)]
-    ours += f"""--fold-id {fold["fold_id"]} --steps {a.steps} --eval-every {a.eval_every} --save-every
+    overrides = DEMO_ACT_OVERRIDES if a.policy == "small" else {}
+    chunk, lr = CHUNK_AND_LR[a.policy]
+    fold_args = ["--plan", str(plan), "--root", str(a.root)]
+    fold_args += f"""--fold-id {fold["fold_id"]} --steps {a.steps} --eval-every {a.eval_every} --save-every
         {a.save_every} --batch-size {a.batch_size} --device {a.device} --torch-threads
-        {a.threads} --chunk-size {CHUNK_SIZE} --learning-rate {LEARNING_RATE}""".split()
-    ours += ["--policy-overrides", json.dumps(DEMO_ACT_OVERRIDES), *dataset.ours_flags]
+        {a.threads} --chunk-size {chunk} --learning-rate {lr}""".split()
+    fold_args += [
+        "--policy-preset",
+        "lerobot",
+        "--policy-overrides",
+        json.dumps(overrides),
+        *dataset.ours_flags,
+    ]
 
     def value(v: Any) -> str:
         return ("true" if v else "false") if isinstance(v, bool) else "null" if v is None else str(v)
 
+    # The same video decoder for every side: lerobot's own choice on this machine (ours uses it).
     theirs = [a.python, "-m", "lerobot.scripts.lerobot_train", f"--dataset.root={a.root}"]
-    theirs += [f"--policy.{name}={value(v)}" for name, v in DEMO_ACT_OVERRIDES.items()]
-    theirs += f"""--dataset.repo_id=local/bench --dataset.video_backend=pyav
-        --dataset.eval_split={eval_split!r} --policy.type=act --policy.chunk_size={CHUNK_SIZE}
-        --policy.n_action_steps={CHUNK_SIZE} --policy.optimizer_lr={LEARNING_RATE}
+    theirs += [f"--policy.{name}={value(v)}" for name, v in overrides.items()]
+    theirs += f"""--dataset.repo_id=local/bench --dataset.video_backend={video_backend()}
+        --dataset.eval_split={eval_split!r} --policy.type=act --policy.chunk_size={chunk}
+        --policy.n_action_steps={chunk} --policy.optimizer_lr={lr}
         --policy.pretrained_backbone_weights=null --policy.push_to_hub=false --policy.device={a.device}
         --eval_steps={a.eval_every} --steps={a.steps} --batch_size={a.batch_size} --seed={a.seed}
         --save_checkpoint=true --save_freq={a.save_every} --log_freq={every} --wandb.enable=false""".split()
@@ -182,11 +226,23 @@ def make_sides(args: argparse.Namespace, plan: Path, fold: dict, eval_split: flo
         def command(out: Path, rep: int) -> list[str]:
             return [*theirs, f"--num_workers={workers}", f"--output_dir={out}", f"--job_name=b{rep}"]
 
-        name = THEIRS if workers == 0 else f"{THEIRS} (num_workers={workers})"
-        return Side(name, command, lambda record: parse_theirs(record, every, a.steps))
+        return Side(
+            f"{THEIRS} (num_workers={workers})", command, lambda record: parse_theirs(record, every, a.steps)
+        )
 
-    sides = [Side(OURS, lambda out, rep: [*ours, "--output-dir", str(out)], parse_ours), lerobot_train(0)]
-    return sides + [lerobot_train(n) for n in a.their_workers]
+    def ours(precision: str) -> Side:
+        cmd = [a.python, "-m", "lerobot_kfold", "train-fold", *fold_args, "--mixed-precision", precision]
+        name = OURS if precision == a.precisions[0] else f"{OURS} (mixed precision {precision})"
+        return Side(name, lambda out, rep: [*cmd, "--output-dir", str(out)], parse_ours)
+
+    def model_only(precision: str) -> Side:
+        script = str(Path(__file__).with_name("model_only_step.py"))
+        cmd = [a.python, script, *fold_args, "--mixed-precision", precision]
+        name = MODEL_ONLY + ("" if precision == "no" else f" (mixed precision {precision})")
+        return Side(name, lambda out, rep: [*cmd, "--output-dir", str(out)], parse_ours, validates=False)
+
+    sides = [ours(p) for p in a.precisions] + [lerobot_train(n) for n in a.their_workers]
+    return sides + ([model_only(p) for p in a.precisions] if a.model_only else [])
 
 
 def measure(side: Side, record: RunRecord, window: tuple[int, int], split: tuple[int, int]) -> dict:
@@ -210,30 +266,33 @@ def measure(side: Side, record: RunRecord, window: tuple[int, int], split: tuple
         run["error"] = f"exit status {record.returncode}"
     elif parsed.get("split", split) != split:
         run["error"] = f"{side.name} split {parsed['split']} is not the fold's {split}"
-    elif rate is None or parsed["val_loss_normalized"] is None:
+    elif rate is None or (side.validates and parsed["val_loss_normalized"] is None):
         run["error"] = "no training-loop timing or final validation found in its output"
     return run
 
 
-def report(args: argparse.Namespace, summary: dict, window: tuple[int, int]) -> dict[str, float | None]:
-    ours, theirs = summary[OURS], summary[THEIRS]
-    ratios = {
-        "wall_s": ratio(ours["wall_s"], theirs["wall_s"]),
-        # Time per step, ours / theirs (the inverse of the steps/s ratio): below 1 means ours is faster.
-        "loop_s_per_step": ratio(theirs["loop_steps_per_s"], ours["loop_steps_per_s"]),
-        "peak_rss_mib": ratio(ours["peak_rss_mib"], theirs["peak_rss_mib"]),
-    }
-    rows = []
+def report(args: argparse.Namespace, summary: dict, window: tuple[int, int]) -> dict[str, dict]:
+    """The table; returns ours (the first side) over every other side: wall, time per step, peak RSS."""
+    names = list(summary)
+    ours, rows, ratios = summary[names[0]], [], {}
     for name, s in summary.items():
         runs = f"{s['n']}" + (f" (+{s['failed']} failed)" if s["failed"] else "")
         rows.append([name, runs, *(s[key] for key in SUMMARY_KEYS)])
-    per_step = f"{ratios['loop_s_per_step']:.3f} (s/step)" if ratios["loop_s_per_step"] else "-"
-    rows.append(
-        ["ratio ours / lerobot-train", "", ratios["wall_s"], "", per_step, ratios["peak_rss_mib"], ""]
-    )
+    for name in names[1:]:
+        other = summary[name]
+        ratios[name] = {
+            "wall_s": ratio(ours["wall_s"], other["wall_s"]),
+            # Time per step, ours / theirs (the inverse of the steps/s ratio): below 1 means ours is faster.
+            "loop_s_per_step": ratio(other["loop_steps_per_s"], ours["loop_steps_per_s"]),
+            "peak_rss_mib": ratio(ours["peak_rss_mib"], other["peak_rss_mib"]),
+        }
+        r = ratios[name]
+        per_step = f"{r['loop_s_per_step']:.3f} (s/step)" if r["loop_s_per_step"] else "-"
+        rows.append([f"ratio ours / {name}", "", r["wall_s"], "", per_step, r["peak_rss_mib"], ""])
     print(
-        f"\n{args.dataset}, {args.steps} steps, batch {args.batch_size}, device {args.device}, "
-        f"{args.threads} threads, medians of {args.repeats}; loop = steps {window[0]}..{window[1]}"
+        f"\n{args.dataset}, policy {args.policy}, {args.steps} steps, batch {args.batch_size}, device "
+        f"{args.device}, {args.threads} threads, medians of {args.repeats}; "
+        f"loop = steps {window[0]}..{window[1]}"
     )
     header = ["side", "runs", "wall s", "start s", "loop steps/s", "peak RSS MiB", "final eval loss (norm.)"]
     print(markdown_table(header, rows))
@@ -284,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = benchlib.interleave(list(sides), args.repeats, run_one, after_each=save)
     summary = benchlib.summarize(runs, SUMMARY_KEYS)
     ratios = report(args, summary, window)
-    payload = {**context, "summary": summary, "ratios_ours_over_theirs": ratios, "runs": runs}
+    payload = {**context, "summary": summary, "ratios_ours_over_each": ratios, "runs": runs}
     benchlib.finish(args, "trainer_vs_lerobot_train", payload)
     return 1 if any(s["failed"] for s in summary.values()) else 0
 

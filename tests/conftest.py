@@ -12,6 +12,9 @@ os.environ.setdefault("HF_HOME", str(REPO / ".cache" / "huggingface"))
 os.environ.setdefault("HF_LEROBOT_HOME", str(REPO / ".cache" / "huggingface" / "lerobot"))
 os.environ.setdefault("MPLCONFIGDIR", str(REPO / ".cache" / "matplotlib"))
 os.environ.setdefault("WANDB_DIR", str(REPO / ".cache" / "wandb"))
+# torchvision's pretrained weights: the project's cache, never a download (tests set pretrained_backbone
+# false, or point TORCH_HOME at a folder of their own).
+os.environ.setdefault("TORCH_HOME", str(REPO / ".cache" / "torch"))
 # Airflow reads its configuration when first imported: a private home and SQLite database for the tests,
 # this project's dags and plugins, no examples.
 os.environ["AIRFLOW_HOME"] = str(REPO / ".cache" / "airflow-tests")
@@ -28,7 +31,16 @@ import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
+from lerobot_kfold.rendering import choose_gl_backend_early  # noqa: E402
+
+# MuJoCo fixes its GL backend when first imported: choose a headless one before any test imports it,
+# so camera tests work in a session whose earlier tests imported mujoco for state-only work.
+choose_gl_backend_early()
+
 DEMO_EPISODES = 12
+# The camera demo of the tests: few episodes, small frames, both cameras (every camera path sees two).
+CAMERA_EPISODES = 8
+CAMERA_SIZE = (48, 64)
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +50,18 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("demo") / "so101_demo"
     record_demo_dataset(DemoConfig(root=root, num_episodes=DEMO_EPISODES, seed=0))
+    return root
+
+
+@pytest.fixture(scope="session")
+def camera_demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An 8-episode camera demo dataset (front and wrist video, 48x64) recorded from the simulator."""
+    from lerobot_kfold.demo import DemoConfig, record_demo_dataset
+    from lerobot_kfold.simulation import CameraSpec
+
+    root = tmp_path_factory.mktemp("camera_demo") / "so101_camera_demo"
+    cameras = CameraSpec(cameras=("front", "wrist"), height=CAMERA_SIZE[0], width=CAMERA_SIZE[1])
+    record_demo_dataset(DemoConfig(root=root, num_episodes=CAMERA_EPISODES, seed=0, cameras=cameras))
     return root
 
 

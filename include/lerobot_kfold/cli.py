@@ -102,8 +102,10 @@ def _positive_int(text: str) -> int:
 
 def cmd_demo_dataset(args: argparse.Namespace) -> int:
     from lerobot_kfold.demo import DemoConfig, record_demo_dataset
+    from lerobot_kfold.simulation import CameraSpec
 
-    config = DemoConfig(root=args.root, num_episodes=args.episodes, seed=args.seed, with_images=args.images)
+    cameras = CameraSpec.parse(args.cameras, args.image_size) if args.cameras else None
+    config = DemoConfig(root=args.root, num_episodes=args.episodes, seed=args.seed, cameras=cameras)
     _print_json(record_demo_dataset(config, progress=_progress))
     return 0
 
@@ -278,7 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=_path, required=True, help="folder to create (must not exist)")
     p.add_argument("--episodes", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--images", action="store_true", help="add a 64x64 camera image (needs EGL or OSMesa)")
+    p.add_argument(
+        "--cameras",
+        default="",
+        metavar="NAMES",
+        help="record these cameras as video: 'front' or 'front,wrist' (needs EGL or OSMesa; default: none)",
+    )
+    p.add_argument("--image-size", default="96x128", metavar="HxW", help="camera frame size (default 96x128)")
     p.set_defaults(func=cmd_demo_dataset)
 
     p = sub.add_parser("plan", help="plan episode folds; prints the JSON manifest")

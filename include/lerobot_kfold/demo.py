@@ -10,11 +10,12 @@ is written to ``meta/kfold_demo.json``, so closed-loop evaluation can prove it u
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +47,13 @@ class DemoConfig:
     # Frames to keep recording after the expert succeeds (the jaw opens, the arm lifts), so the last
     # action chunks of an episode are real actions rather than padding.
     extra_frames_after_success: int = 10
-    # Add a small front camera image (needs an OpenGL context for MuJoCo: EGL or OSMesa).
-    with_images: bool = False
+    # Cameras to record as video features (lerobot's own writer); None: state only. Rendering needs a
+    # headless OpenGL library (EGL or OSMesa, see lerobot_kfold.rendering).
+    cameras: simulation.CameraSpec | None = None
     # Give up after this many expert failures in a row (the expert should never fail).
     max_failed_attempts: int = 20
-    image: simulation.ImageSpec = field(default_factory=simulation.ImageSpec)
+    # lerobot's video encoding on a thread while the next frames render (``streaming_encoding``).
+    streaming_encoding: bool = True
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -75,13 +78,12 @@ class RecordedEpisode:
     success_step: int
 
 
-def _record_episode(env, seed: int, config: DemoConfig) -> tuple[int | None, list[dict]]:
+def _record_episode(env, rig, seed: int, config: DemoConfig) -> tuple[int | None, list[dict]]:
     """Run the expert from ``seed``. Returns the step at which it succeeded (None if it failed) and
     the frames; a failed attempt is dropped whole, never saved as a half demonstration."""
     from lerobot_env_so101.policy import DEFAULT_ACTION_SCALE
     from lerobot_env_so101.scripted.pick_place import PickPlaceController
 
-    image = config.image if config.with_images else None
     controller = PickPlaceController(action_scale=DEFAULT_ACTION_SCALE)
     obs, _ = env.reset(seed=seed)
     frames: list[dict] = []
@@ -89,7 +91,7 @@ def _record_episode(env, seed: int, config: DemoConfig) -> tuple[int | None, lis
     for step in range(simulation.MAX_EPISODE_STEPS):
         block, goal = simulation.block_and_goal(obs)
         action = controller.act(env.unwrapped.ik_point_pos, block, goal)
-        frame = simulation.observation_to_frame(env, obs, image)
+        frame = simulation.observation_to_frame(obs, rig)
         frame["action"] = np.asarray(action, dtype=np.float32)
         frame["task"] = simulation.TASK
         frames.append(frame)
@@ -107,67 +109,99 @@ def record_demo_dataset(config: DemoConfig, progress: Callable[[str], None] | No
     """Record ``config.num_episodes`` expert episodes into a new LeRobot dataset at ``config.root``.
 
     The dataset is built in a temporary sibling folder and renamed into place at the end, so an
-    interrupted recording never leaves a half-written dataset behind at ``root``.
-    Returns a JSON-serializable summary (root, episodes, frames, seeds, seconds).
+    interrupted recording never leaves a half-written dataset behind at ``root``. Cameras are written
+    by lerobot's own writer as video features (its default encoder: AV1, ``g=2``), as lerobot records
+    a real robot. Returns a JSON-serializable summary (root, episodes, frames, seeds, seconds).
     """
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     started = time.perf_counter()
-    image = config.image if config.with_images else None
-    env = simulation.make_env(image)
+    env = simulation.make_env(config.cameras)
+    rig = None
+    dataset = None
     staging = config.root.with_name(f".{config.root.name}.recording")
     shutil.rmtree(staging, ignore_errors=True)
     try:
+        rig = simulation.CameraRig(env, config.cameras) if config.cameras is not None else None
         dataset = LeRobotDataset.create(
             repo_id=config.repo_id,
             fps=simulation.FPS,
             root=staging,
-            features=simulation.lerobot_features(image),
+            features=simulation.lerobot_features(config.cameras),
             robot_type="so101_sim",
-            use_videos=False,
+            use_videos=config.cameras is not None,
+            streaming_encoding=config.streaming_encoding and config.cameras is not None,
         )
-        episodes: list[RecordedEpisode] = []
-        failures: list[int] = []
-        seed = config.seed * SEED_STRIDE
-        while len(episodes) < config.num_episodes:
-            success_step, frames = _record_episode(env, seed, config)
-            if success_step is None:
-                failures.append(seed)
-                if len(failures) >= config.max_failed_attempts:
-                    raise RuntimeError(f"the scripted expert failed on {len(failures)} seeds: {failures}")
-            else:
-                for frame in frames:
-                    dataset.add_frame(frame)
-                dataset.save_episode()
-                episodes.append(RecordedEpisode(seed=seed, frames=len(frames), success_step=success_step))
-                if progress is not None:
-                    n = len(episodes)
-                    progress(
-                        f"recorded episode {n}/{config.num_episodes} (seed {seed}, {len(frames)} frames)"
-                    )
-            seed += 1
+        episodes, failures = _record_episodes(dataset, env, rig, config, progress)
         dataset.finalize()
-        summary = {
-            "root": str(config.root),
-            "repo_id": config.repo_id,
-            "num_episodes": len(episodes),
-            "num_frames": sum(e.frames for e in episodes),
-            "fps": simulation.FPS,
-            "task": simulation.TASK,
-            "env_id": simulation.ENV_ID,
-            "with_images": config.with_images,
-            "recording_seeds": [e.seed for e in episodes],
-            "expert_failed_seeds": failures,
-            "success_steps": [e.success_step for e in episodes],
-            "extra_frames_after_success": config.extra_frames_after_success,
-        }
+        summary = _summary(config, episodes, failures)
         write_json_atomic(staging / DEMO_META_FILE, summary)
         staging.rename(config.root)
+    except BaseException:
+        if dataset is not None:  # stop lerobot's encoder threads before the staging folder goes
+            with contextlib.suppress(Exception):
+                dataset.writer.cancel_pending_videos()
+                dataset.finalize()
+        raise
     finally:
+        if rig is not None:
+            rig.close()
         env.close()
         shutil.rmtree(staging, ignore_errors=True)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     return summary
+
+
+def _record_episodes(
+    dataset, env, rig, config: DemoConfig, progress: Callable[[str], None] | None
+) -> tuple[list[RecordedEpisode], list[int]]:
+    """Successful expert episodes from consecutive seeds, each saved as one dataset episode."""
+    episodes: list[RecordedEpisode] = []
+    failures: list[int] = []
+    seed = config.seed * SEED_STRIDE
+    while len(episodes) < config.num_episodes:
+        success_step, frames = _record_episode(env, rig, seed, config)
+        if success_step is None:
+            failures.append(seed)
+            if len(failures) >= config.max_failed_attempts:
+                raise RuntimeError(f"the scripted expert failed on {len(failures)} seeds: {failures}")
+        else:
+            for frame in frames:
+                dataset.add_frame(frame)
+            dataset.save_episode()
+            episodes.append(RecordedEpisode(seed=seed, frames=len(frames), success_step=success_step))
+            if progress is not None:
+                n = len(episodes)
+                progress(f"recorded episode {n}/{config.num_episodes} (seed {seed}, {len(frames)} frames)")
+        seed += 1
+    return episodes, failures
+
+
+def _summary(config: DemoConfig, episodes: list[RecordedEpisode], failures: list[int]) -> dict:
+    """The recording summary, also written to ``meta/kfold_demo.json`` (rollouts read it)."""
+    return {
+        "root": str(config.root),
+        "repo_id": config.repo_id,
+        "num_episodes": len(episodes),
+        "num_frames": sum(e.frames for e in episodes),
+        "fps": simulation.FPS,
+        "task": simulation.TASK,
+        "env_id": simulation.ENV_ID,
+        "cameras": None if config.cameras is None else config.cameras.to_dict(),
+        "recording_seeds": [e.seed for e in episodes],
+        "expert_failed_seeds": failures,
+        "success_steps": [e.success_step for e in episodes],
+        "extra_frames_after_success": config.extra_frames_after_success,
+    }
+
+
+def recorded_cameras(meta: dict) -> simulation.CameraSpec | None:
+    """The cameras a demo dataset was recorded with (``with_images`` datasets: a 64x64 front image)."""
+    if meta.get("cameras"):
+        return simulation.CameraSpec.from_dict(meta["cameras"])
+    if meta.get("with_images"):
+        return simulation.CameraSpec(cameras=("front",), height=64, width=64)
+    return None
 
 
 def read_demo_metadata(root: str | Path) -> dict | None:

@@ -57,7 +57,7 @@ from lerobot_kfold.splits import (
     write_plan,
 )
 from lerobot_kfold.storage import ERROR_FILE, PLAN_FILE, RESULT_FILE, fold_folder, refit_folder
-from lerobot_kfold.training_config import FoldTrainingConfig, TrainingSettings
+from lerobot_kfold.training_config import EvaluationSettings, FoldTrainingConfig, TrainingSettings
 
 if TYPE_CHECKING:
     from lerobot_kfold.run_settings import RunSettings
@@ -116,6 +116,8 @@ class PreparedDataset:
     episodes: list[dict[str, Any]]
     # Recorded from the simulator (closed-loop evaluation needs it).
     simulator: bool = False
+    # The v2.1 dataset this v3.0 copy was converted from (``ConversionRecord.to_dict()``), or None.
+    conversion: dict[str, Any] | None = None
 
     def identity(self) -> DatasetIdentity:
         return DatasetIdentity(
@@ -123,6 +125,7 @@ class PreparedDataset:
             root=self.dataset_root,
             fingerprint=self.fingerprint,
             num_episodes=self.num_episodes,
+            converted_from=conversion_note(self.conversion),
         )
 
     def episode_infos(self) -> list[EpisodeInfo]:
@@ -136,6 +139,17 @@ class PreparedDataset:
         return cls(**data)
 
 
+def conversion_note(record: dict[str, Any] | None) -> dict[str, str] | None:
+    """What the plan keeps of a conversion: only what is the same on a retry (no timings, no action)."""
+    if not record:
+        return None
+    return {
+        "source_root": str(record["source_location"]),
+        "source_version": str(record["source_version"]),
+        "converter": f"lerobot {record['lerobot_version']} convert_dataset_v21_to_v30",
+    }
+
+
 def prepare_dataset(
     dataset_root: str = "",
     repo_id: str = "",
@@ -143,15 +157,20 @@ def prepare_dataset(
     policy_type: str = "act",
     training: dict[str, Any] | None = None,
     say: Progress = progress,
+    sim_eval_episodes: int = 0,
 ) -> dict[str, Any]:
     """Make the dataset available in storage and describe it for fold planning.
 
     With ``dataset_root`` the dataset must already be there (a storage path: relative paths live under
     the storage root). With only ``repo_id`` it is fetched from the hub into ``datasets/<owner>/<name>``
     unless a complete copy is already there; the copy appears atomically, so concurrent or retried
-    calls never see half a dataset. Checked here, before any GPU is paid: every data file is there and
-    readable, the dataset has the features the policy needs, and, given the run's ``training`` settings
-    (flat, as XCom carries them), lerobot can build that policy for this dataset.
+    calls never see half a dataset. A LeRobot v2.1 dataset is converted once, with lerobot's own
+    converter, into a sibling ``<folder>_v3.0`` (the original stays as it is), and the folds read that.
+    Checked here, before any GPU is paid: every data file is there and readable, the dataset has the
+    features the policy needs, and, given the run's ``training`` settings (flat, as XCom carries them),
+    lerobot can build that policy for this dataset; its cameras are RGB, every video decodes, and with
+    rollouts (``sim_eval_episodes``) they are the simulator's; for a camera dataset the backbone's
+    pretrained weights are in the torch cache (fetched once when absent).
     """
     quiet_third_party_logs()
     if not dataset_root and not repo_id:
@@ -160,19 +179,23 @@ def prepare_dataset(
     root = storage.resolve(location)
     if not dataset_root and not (root / "meta" / "info.json").is_file():
         _fetch_from_hub(repo_id, revision or None, root, say)
-    root = dataset_info.check_dataset_files(root)
+    location, conversion = _readable_version(location, say)
+    root = dataset_info.check_dataset_files(storage.resolve(location))
     dataset_info.check_policy_features(root, policy_type)
+    settings = build(TrainingSettings, training) if training is not None else None
+    cameras = check_cameras_and_backbone(root, policy_type, sim_eval_episodes, settings)
     identity = dataset_info.dataset_identity(root, repo_id or None)
-    if training is not None:
+    if settings is not None:
         from lerobot_kfold.policy_config import check_policy_builds
 
-        check_policy_builds(build(TrainingSettings, training), str(root), identity.repo_id)
+        check_policy_builds(settings, str(root), identity.repo_id)
     episodes = [
         {"index": e.index, "task": e.task, "length": e.length} for e in dataset_info.episode_infos(root)
     ]
     info = dataset_info.read_info(root)
     say(
-        f"dataset {identity.repo_id}: {len(episodes)} episodes at {root} (fingerprint {identity.fingerprint})"
+        f"dataset {identity.repo_id}: {len(episodes)} episodes at {root} (fingerprint {identity.fingerprint}"
+        f"; cameras: {', '.join(cameras) or 'none'})"
     )
     prepared = PreparedDataset(
         dataset_root=location,
@@ -183,18 +206,94 @@ def prepare_dataset(
         features=sorted(info.get("features", {})),
         episodes=episodes,
         simulator=read_demo_metadata(root) is not None,
+        conversion=conversion,
     )
     return prepared.to_dict()
 
 
+def check_cameras_and_backbone(
+    root: Path, policy_type: str, sim_eval_episodes: int, training: TrainingSettings | None
+) -> list[str]:
+    """The camera checks of a run (``dataset_cameras``) and, for a camera dataset, the backbone's
+    pretrained weights in the torch cache (fetched once when absent). Returns the camera features."""
+    from lerobot_kfold import backbone, dataset_cameras
+    from lerobot_kfold.policy_config import backbone_weights
+
+    cameras = dataset_cameras.check_cameras_for_run(root, policy_type, sim_eval_episodes)
+    if cameras and training is not None:
+        backbone.ensure_available(backbone_weights(training))
+    return cameras
+
+
+def check_dataset_for_run(location: str, training: TrainingSettings, evaluation: EvaluationSettings) -> None:
+    """The dataset checks of ``validate`` (backend local, the dataset already in storage).
+
+    A v2.1 dataset passes here: ``prepare_dataset`` converts it and checks the v3.0 copy.
+    """
+    from lerobot_kfold import dataset_format
+
+    root = storage.resolve(location)
+    if (root / dataset_format.INFO_PATH).is_file():
+        version = dataset_format.dataset_version(root)
+        if version == dataset_format.V21:
+            return
+        if version != dataset_format.V30:
+            raise dataset_format.DatasetFormatError(dataset_format.unsupported_format_message(root, version))
+    root = dataset_info.check_dataset_root(root)
+    dataset_info.check_policy_features(root, training.policy_type)
+    check_cameras_and_backbone(root, training.policy_type, evaluation.sim_eval_episodes, training)
+
+
+def _readable_version(location: str, say: Progress) -> tuple[str, dict[str, Any] | None]:
+    """The storage path of a v3.0 copy of the dataset at ``location`` (converting v2.1 once), and the
+    conversion record; other formats fail with what to do about them."""
+    from lerobot_kfold import dataset_format
+
+    root = storage.resolve(location)
+    if not any(
+        (root / rel).is_file() for rel in (dataset_format.INFO_PATH, dataset_format.LEGACY_V1_INFO_PATH)
+    ):
+        dataset_info.check_dataset_root(root)  # no dataset at all: its message says what to pass instead
+    version = dataset_format.dataset_version(root)
+    if version == dataset_format.V30:
+        return location, None
+    if version != dataset_format.V21:
+        raise dataset_format.DatasetFormatError(dataset_format.unsupported_format_message(root, version))
+    converted = storage.converted_dataset_folder(location)
+    say(f"{location} is LeRobot {version}: converting it once to {dataset_format.V30} in {converted}")
+    record = dataset_format.convert_v21_to_v30(root, storage.resolve(converted), exist_ok=True)
+    say(f"{record.action.replace('_', ' ')}: {record.total_episodes} episodes ({record.seconds:.1f}s)")
+    return converted, {**record.to_dict(), "source_location": location}
+
+
+# Fetches that left their staging folder behind (a killed process) are removed after this long.
+STALE_STAGING_S = 3600
+# What snapshot_download writes into its local_dir besides the repository's files.
+HUB_CLIENT_FILES = (".cache",)
+
+
 def _fetch_from_hub(repo_id: str, revision: str | None, target: Path, say: Progress) -> None:
+    """``snapshot_download`` into a staging folder beside ``target``, then one rename.
+
+    The client's own bookkeeping (``.cache/huggingface/download``) is dropped before the rename, so the
+    dataset folder holds the repository's files only. A concurrent fetch that renamed first wins; a
+    fetch cut off leaves only its hidden staging folder (removed by a later fetch once stale), never a
+    half dataset at ``target``.
+    """
     from huggingface_hub import snapshot_download
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _remove_stale_stagings(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.fetching-", dir=target.parent))
     try:
         say(f"fetching dataset {repo_id} ({revision or 'main'}) from the hub into {target}")
         snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision, local_dir=staging)
+        for name in HUB_CLIENT_FILES:
+            shutil.rmtree(staging / name, ignore_errors=True)
+        if not (staging / "meta" / "info.json").is_file():
+            raise dataset_info.DatasetError(
+                f"hub dataset {repo_id} ({revision or 'main'}) has no meta/info.json: not a LeRobot dataset"
+            )
         try:
             staging.rename(target)
         except OSError:
@@ -202,6 +301,17 @@ def _fetch_from_hub(repo_id: str, revision: str | None, target: Path, say: Progr
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_stagings(target: Path) -> None:
+    import time
+
+    for folder in target.parent.glob(f".{target.name}.fetching-*"):
+        try:
+            if time.time() - folder.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:  # another fetch removed it
+            continue
 
 
 @dataclass(frozen=True)
@@ -313,6 +423,7 @@ def train_fold(
     config: dict[str, Any],
     on_checkpoint: Callable[[int], None] | None = None,
     say: Progress = progress,
+    local_dataset_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train one fold from a FoldTrainingConfig dict whose paths are storage paths.
 
@@ -320,15 +431,20 @@ def train_fold(
     result. A failure in training leaves ``error.json`` in the fold folder (for aggregation) and
     re-raises, so the orchestrator sees a failed task; inputs refused up front (another fold's folder,
     another or incomplete dataset) write nothing. Returns the fold result without its learning curve.
+    With ``local_dataset_dir`` (a Modal container: the Volume is a network file system) the dataset is
+    first copied to that folder on the machine's own disk, and the fold reads the copy.
     """
     from lerobot_kfold.training import train_fold as train
 
     quiet_third_party_logs()
     fold = FoldTrainingConfig.from_dict(config)
-    fold.dataset_root = str(storage.resolve(fold.dataset_root))
     fold.output_dir = str(storage.resolve(fold.output_dir))
     error_file = Path(fold.output_dir) / ERROR_FILE
     try:
+        if local_dataset_dir:
+            fold.dataset_root = str(copy_to_local_disk(fold.dataset_root, Path(local_dataset_dir), say))
+        else:
+            fold.dataset_root = str(storage.resolve(fold.dataset_root))
         result = train(fold, progress=say, on_checkpoint=on_checkpoint)
     except (ForeignFolderError, dataset_info.DatasetError):
         raise  # inputs refused before training: the folder may not be this fold's to write in
@@ -350,6 +466,35 @@ def train_fold(
     compact["output_dir"] = config["output_dir"]
     compact["candidate"] = fold.candidate
     return compact
+
+
+def copy_to_local_disk(location: str, local_root: Path, say: Progress = progress) -> Path:
+    """A copy of the dataset at storage path ``location`` under ``local_root`` (reused when complete).
+
+    Why: on Modal the storage root is a Volume, a network file system, and a fold reads its dataset
+    many times (the frame cache decodes every video once, lerobot's streaming reads decode per step).
+    The copy is made in a staging folder and renamed, so a container stopped mid-copy leaves no half
+    dataset that a retry in the same container would trust.
+    """
+    import time
+
+    source = dataset_info.check_dataset_root(storage.resolve(location))
+    target = local_root / storage.safe_name(str(location).strip("/").replace("/", "__"))
+    complete = (target / "meta" / "info.json").is_file()
+    if complete and dataset_info.fingerprint(target) == dataset_info.fingerprint(source):
+        return target
+    started = time.perf_counter()
+    shutil.rmtree(target, ignore_errors=True)
+    local_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.copying-", dir=local_root))
+    try:
+        shutil.copytree(source, staging / "dataset", ignore=shutil.ignore_patterns(*HUB_CLIENT_FILES))
+        (staging / "dataset").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    say(f"copied {location} to local disk ({size / 2**20:.0f} MiB in {time.perf_counter() - started:.1f}s)")
+    return target
 
 
 def read_fold_result(fold_dir: Path, fold_id: int | None = None) -> FoldResult | None:

@@ -12,13 +12,20 @@ Functions (the bodies are ``lerobot_kfold.jobs``; the Airflow side calls them by
 
 - ``prepare_dataset``: on CPU; fetches a hub dataset into the Volume once and returns the episode
   metadata fold planning needs.
-- ``train_fold``: on a GPU; one fold, its files under the run's folder on the Volume. The Volume is
-  committed after every checkpoint, so a preempted or retried call resumes where the last one stopped.
+- ``train_fold``: on a GPU; one fold, its files under the run's folder on the Volume. The fold first
+  copies its dataset from the Volume (a network file system) to the container's own disk and reads the
+  copy. The Volume is committed after every checkpoint, so a preempted or retried call resumes where
+  the last one stopped.
 - ``aggregate``: on CPU; the summary files and report, written next to the folds (with several
   candidates their comparison; with a refit's result, the final test). A refit runs as ``train_fold``.
 
 GPU type, timeout and retries set here are defaults; the caller overrides them per call with
 ``Function.with_options`` (the ModalGPUOperator does this from its ``gpu``/``timeout``/``retries``).
+
+The image holds what camera datasets need: FFmpeg (lerobot then decodes with torchcodec), Mesa's EGL
+and OSMesa for the simulator's cameras (``lerobot_kfold.rendering`` picks one), and ACT's pretrained
+ResNet-18 weights, fetched once at build time into the image's torch cache (``TORCH_HOME``), so no
+fold downloads them.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 import modal
 
-from lerobot_kfold import jobs
+from lerobot_kfold import backbone, jobs
 
 APP_NAME = "lerobot-kfold"
 VOLUME_NAME = "lerobot-kfold"
@@ -37,8 +44,17 @@ VOLUME_NAME = "lerobot-kfold"
 VOLUME_MOUNT = "/vol"
 DEFAULT_GPU = "L4"
 # Python and system packages the image needs besides the pinned requirements.
-_APT_PACKAGES = ("ffmpeg", "libgl1", "libglib2.0-0", "libosmesa6")
+_APT_PACKAGES = ("ffmpeg", "libgl1", "libglib2.0-0", "libegl1", "libegl-mesa0", "libosmesa6")
 _REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements.txt"
+# torchvision's cache inside the image (not the Volume): weights baked at build time.
+TORCH_HOME = "/opt/torch"
+# Run at image build: the pretrained backbone lerobot's ACT loads, into the image's torch cache.
+BAKE_BACKBONE = (
+    'python -c "from torchvision.models import get_weight; '
+    f"get_weight('{backbone.DEFAULT_WEIGHTS}').get_state_dict(progress=False)\""
+)
+# The container's own disk: a fold's dataset copy and its memory-mapped frame cache (TMPDIR).
+LOCAL_DATASETS = "/tmp/lerobot-kfold/datasets"
 
 
 def runtime_requirements(path: Path = _REQUIREMENTS) -> list[str]:
@@ -68,10 +84,11 @@ image = (
         {
             "LEROBOT_KFOLD_STORAGE": VOLUME_MOUNT,
             "HF_HOME": f"{VOLUME_MOUNT}/.cache/huggingface",
-            "MUJOCO_GL": "osmesa",
+            "TORCH_HOME": TORCH_HOME,
             "PYTHONUNBUFFERED": "1",
         }
     )
+    .run_commands(BAKE_BACKBONE)
     .add_local_python_source("lerobot_kfold")
 )
 app = modal.App(APP_NAME, image=image)
@@ -99,10 +116,13 @@ def prepare_dataset(
     revision: str = "",
     policy_type: str = "act",
     training: dict[str, Any] | None = None,
+    sim_eval_episodes: int = 0,
 ) -> dict[str, Any]:
     _reload()
     try:
-        return jobs.prepare_dataset(dataset_root, repo_id, revision, policy_type, training)
+        return jobs.prepare_dataset(
+            dataset_root, repo_id, revision, policy_type, training, sim_eval_episodes=sim_eval_episodes
+        )
     finally:
         _commit()
 
@@ -110,13 +130,17 @@ def prepare_dataset(
 @app.function(
     volumes={VOLUME_MOUNT: volume},
     gpu=DEFAULT_GPU,
+    # Room for a fold's frame cache in memory (frame_cache_gb defaults to 8) and lerobot's decoding.
+    cpu=4.0,
+    memory=16384,
     timeout=4 * 3600,
     retries=modal.Retries(max_retries=2, initial_delay=10.0, backoff_coefficient=2.0),
     secrets=_secrets("LEROBOT_KFOLD_WANDB_SECRET"),
 )
 def train_fold(config: dict[str, Any]) -> dict[str, Any]:
     _reload()
-    return jobs.train_fold(config, on_checkpoint=_commit)
+    local = None if modal.is_local() else LOCAL_DATASETS  # the local backend reads storage directly
+    return jobs.train_fold(config, on_checkpoint=_commit, local_dataset_dir=local)
 
 
 @app.function(volumes={VOLUME_MOUNT: volume}, cpu=1.0, timeout=1800)

@@ -53,6 +53,9 @@ def check_policy_overrides(policy_type: str, overrides: dict[str, Any]) -> set[s
 def make_policy_config(training: TrainingSettings, device: str) -> Any:
     """lerobot's policy config for ``policy_type`` with the run's chunk size, lr and overrides.
 
+    Everything else is lerobot's default, the pretrained backbone included (as ``lerobot-train
+    --policy.type=act`` builds it); ``pretrained_backbone=False`` trains the backbone from scratch.
+
     lerobot's own checks of the config (e.g. n_action_steps within chunk_size) raise ``ValueError``
     naming policy_overrides.
     """
@@ -67,14 +70,25 @@ def make_policy_config(training: TrainingSettings, device: str) -> Any:
         kwargs["n_action_steps"] = training.chunk_size
     if "optimizer_lr" in fields:
         kwargs["optimizer_lr"] = training.learning_rate
-    if "pretrained_backbone_weights" in fields:
-        # Pretrained backbones are downloaded from the internet at construction; off unless asked for.
+    if "pretrained_backbone_weights" in fields and not training.pretrained_backbone:
+        # lerobot's default loads ImageNet weights (as lerobot-train does); off: from scratch.
         kwargs["pretrained_backbone_weights"] = None
     kwargs.update(overrides)
     try:
         return lerobot_make_policy_config(training.policy_type, **kwargs)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"lerobot refused the policy config (policy_overrides, chunk_size): {exc}") from exc
+
+
+def backbone_weights(training: TrainingSettings) -> str | None:
+    """The pretrained backbone weights a fold of these settings loads (None: none; camera datasets only)."""
+    if not training.pretrained_backbone:
+        return None
+    fields = {f.name: f for f in dataclasses.fields(policy_config_class(training.policy_type))}
+    if "pretrained_backbone_weights" not in fields:
+        return None
+    default = fields["pretrained_backbone_weights"].default
+    return training.policy_fields().get("pretrained_backbone_weights", default) or None
 
 
 def check_policy_builds(training: TrainingSettings, dataset_root: str, repo_id: str) -> None:

@@ -16,14 +16,13 @@ OSMesa from ``libosmesa6`` (``scripts/ensure_system_packages.sh`` installs them 
 Both run on llvmpipe on a machine without a GPU, at the same speed. On a GPU host, EGL uses the
 vendor's driver when it is installed.
 
-Wiring (``simulation.make_env``): when ``image`` is given, call :func:`choose_gl_backend` before the
-lazy ``import lerobot_env_so101`` / ``gym.make`` (they import mujoco), and re-export this module's
-:class:`RenderingUnavailableError` from ``simulation`` instead of defining a second class. Call it
-again at process start in entry points that may import mujoco for state-only work before the first
-camera env (CLI, fold runner, Modal function): after that import it can only report that it is too
-late. ``use_fast_rendering(env.unwrapped.model)`` right after ``gym.make`` and before the first
-``render()`` (the env builds its renderer lazily) makes frames ~10x cheaper; record and evaluate with
-the same setting. Child processes inherit the chosen ``MUJOCO_GL`` and do not probe again.
+Wiring: ``simulation.make_env`` calls :func:`choose_gl_backend` (with cameras) or
+:func:`choose_gl_backend_early` (without: a camera environment may follow in the same process) before
+it imports the simulator, which imports mujoco. A process that imports mujoco some other way first
+(a test session) calls :func:`choose_gl_backend_early` at start. Frames come from
+``simulation.CameraRig``, which renders a copy of the physics model made by :func:`reduced_detail_model`
+(fast quality, meshes simplified below half a pixel); recording and rollouts use the same rig. Child
+processes inherit the chosen ``MUJOCO_GL`` and do not probe again.
 """
 
 from __future__ import annotations
@@ -197,3 +196,73 @@ def use_fast_rendering(model: Any) -> None:
     """
     model.vis.quality.shadowsize = 0
     model.vis.quality.offsamples = 0
+
+
+def choose_gl_backend_early() -> str | None:
+    """:func:`choose_gl_backend` at process start, for processes that may or may not render.
+
+    Returns the backend, or None when none works (the process may never need one; a camera environment
+    raises :class:`RenderingUnavailableError` with the install advice when it does).
+    """
+    try:
+        return choose_gl_backend()
+    except RenderingUnavailableError:
+        return None
+
+
+def reduced_detail_model(model: Any, cell_m: float) -> Any:
+    """A copy of ``model`` for rendering only: fast quality, and mesh detail below ``cell_m`` merged.
+
+    Why: the SO-101 arm's visual meshes have ~400,000 triangles; in software GL their vertex work is a
+    fixed ~60 ms per frame whatever the frame size, ten times the cost of everything else. Merging the
+    vertices of each mesh that fall into one cube of ``cell_m`` metres (vertex clustering, in the mesh's
+    own frame, so nothing moves) keeps every shape a camera can resolve when ``cell_m`` is under half a
+    pixel's footprint, and renders about 10x faster. The physics model is not changed: the caller copies
+    joint positions into a ``MjData`` of this model and runs the kinematics before rendering.
+    A mesh with texture coordinates, or one that clustering would not shrink, is left as it is.
+    """
+    import copy
+
+    render = copy.deepcopy(model)
+    use_fast_rendering(render)
+    if cell_m > 0:
+        for mesh in range(render.nmesh):
+            _cluster_mesh(render, mesh, cell_m)
+    return render
+
+
+def _cluster_mesh(model: Any, mesh: int, cell_m: float) -> None:
+    """Vertex clustering of one mesh in place (vertices, faces and smooth normals; arrays keep size)."""
+    import numpy as np
+
+    if model.mesh_texcoordnum[mesh] > 0:
+        return
+    va, vn = int(model.mesh_vertadr[mesh]), int(model.mesh_vertnum[mesh])
+    fa, fn = int(model.mesh_faceadr[mesh]), int(model.mesh_facenum[mesh])
+    na, nn = int(model.mesh_normaladr[mesh]), int(model.mesh_normalnum[mesh])
+    verts = model.mesh_vert[va : va + vn].astype(np.float64)
+    _, cluster = np.unique(np.floor(verts / cell_m).astype(np.int64), axis=0, return_inverse=True)
+    cluster = cluster.reshape(-1)
+    count = int(cluster.max()) + 1
+    merged = np.zeros((count, 3))
+    np.add.at(merged, cluster, verts)
+    merged /= np.bincount(cluster, minlength=count)[:, None]
+    faces = cluster[model.mesh_face[fa : fa + fn]]
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
+    faces = faces[np.sort(first)]
+    if len(faces) < 4 or len(faces) >= fn or count > nn:
+        return
+    corners = merged[faces]
+    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals = np.zeros((count, 3))
+    for k in range(3):  # area-weighted vertex normals: smooth shading like the compiler's
+        np.add.at(normals, faces[:, k], face_normals)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    model.mesh_vert[va : va + count] = merged
+    model.mesh_vertnum[mesh] = count
+    model.mesh_normal[na : na + count] = normals
+    model.mesh_normalnum[mesh] = count
+    model.mesh_face[fa : fa + len(faces)] = faces
+    model.mesh_facenormal[fa : fa + len(faces)] = faces
+    model.mesh_facenum[mesh] = len(faces)

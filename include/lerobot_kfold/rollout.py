@@ -34,14 +34,15 @@ class RolloutMetrics:
         return self.__dict__.copy()
 
 
-def _observation_batch(env, obs: dict, image: simulation.ImageSpec | None) -> dict:
+def _observation_batch(obs: dict, rig: simulation.CameraRig | None) -> dict:
     """One observation as a batch of one, in the layout the dataset served during training."""
-    frame = simulation.observation_to_frame(env, obs, image)
+    frame = simulation.observation_to_frame(obs, rig)
+    camera_keys = rig.spec.keys if rig is not None else ()
     batch: dict = {}
     for key, value in frame.items():
         tensor = torch.from_numpy(np.ascontiguousarray(value))
-        if key == simulation.IMAGE_KEY:  # HWC uint8 -> CHW float in [0, 1], as the dataset serves it
-            tensor = tensor.permute(2, 0, 1).float() / 255.0
+        if key in camera_keys:  # HWC uint8 -> CHW float in [0, 1], as training converts the dataset's
+            tensor = tensor.permute(2, 0, 1).to(dtype=torch.float32) / 255.0
         batch[key] = tensor.unsqueeze(0)
     batch["task"] = [simulation.TASK]
     return batch
@@ -69,9 +70,10 @@ def evaluate_in_simulator(
     reused = sorted(set(seeds) & set(meta["recording_seeds"]))
     if reused:
         raise ValueError(f"evaluation seeds {reused[:5]} were used in recording; pick another sim_eval_seed.")
-    image = simulation.ImageSpec() if meta.get("with_images") else None
+    cameras = demo.recorded_cameras(meta)
     started = time.perf_counter()
-    env = simulation.make_env(image)
+    env = simulation.make_env(cameras)
+    rig = None
     successes: list[bool] = []
     lengths: list[int] = []
     low = env.action_space.low
@@ -79,6 +81,7 @@ def evaluate_in_simulator(
     was_training = policy.training
     policy.eval()
     try:
+        rig = simulation.CameraRig(env, cameras) if cameras is not None else None
         for n, episode_seed in enumerate(seeds, 1):
             obs, _ = env.reset(seed=episode_seed)
             policy.reset()
@@ -86,7 +89,7 @@ def evaluate_in_simulator(
             steps = 0
             while steps < max_steps:
                 steps += 1
-                batch = preprocessor(_observation_batch(env, obs, image))
+                batch = preprocessor(_observation_batch(obs, rig))
                 action = postprocessor(policy.select_action(batch))
                 action = np.clip(action.squeeze(0).cpu().numpy().astype(np.float32), low, high)
                 obs, _, terminated, truncated, info = env.step(action)
@@ -101,6 +104,8 @@ def evaluate_in_simulator(
                     f"rollout {n}/{num_episodes}: {'success' if success else 'failure'} in {steps} steps"
                 )
     finally:
+        if rig is not None:
+            rig.close()
         env.close()
         if was_training:
             policy.train()

@@ -74,7 +74,11 @@ def plan_run(config: KFoldRunConfig, say: Progress = _print_progress) -> jobs.Pl
     training = config.settings.training
     dataset = jobs.PreparedDataset.from_dict(
         jobs.prepare_dataset(
-            root, policy_type=training.policy_type, training=flatten({"training": training}), say=say
+            root,
+            policy_type=training.policy_type,
+            training=flatten({"training": training}),
+            say=say,
+            sim_eval_episodes=config.settings.evaluation.sim_eval_episodes,
         )
     )
     run_folder = str(Path(config.output_dir).resolve())

@@ -50,7 +50,8 @@ MAX_MAP_LENGTH = 1024
 # Seeds are numpy seeds: below 2**32.
 MAX_SEED = 2**32 - 1
 # Bumped whenever the manifest layout changes; readers refuse versions they do not know.
-FORMAT_VERSION = 1
+# 2: the dataset identity records a format conversion (converted_from).
+FORMAT_VERSION = 2
 # Identifies the file type to a person (or tool) that opens the manifest.
 MANIFEST_KIND = "lerobot_kfold.fold_plan"
 
@@ -159,6 +160,9 @@ class DatasetIdentity:
     fingerprint: str | None = None
     # Number of episodes in the dataset; 0 means unknown, and plan_folds fills in the count it planned.
     num_episodes: int = 0
+    # The dataset this copy was converted from (LeRobot v2.1 -> v3.0): source_root, source_version,
+    # converter. None when the dataset was used as it is.
+    converted_from: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.repo_id, str) or not self.repo_id:
@@ -169,6 +173,10 @@ class DatasetIdentity:
             raise ValueError(f"root must be a string path or None, got {type(self.root).__name__}.")
         if self.fingerprint is not None and not isinstance(self.fingerprint, str):
             raise ValueError(f"fingerprint must be a string or None, got {type(self.fingerprint).__name__}.")
+        if self.converted_from is not None and not isinstance(self.converted_from, dict):
+            raise ValueError(
+                f"converted_from must be a mapping or None, got {type(self.converted_from).__name__}."
+            )
         object.__setattr__(self, "num_episodes", _as_int("num_episodes", self.num_episodes))
         if self.num_episodes < 0:
             raise ValueError(f"num_episodes must be >= 0 (0 = unknown), got {self.num_episodes}.")

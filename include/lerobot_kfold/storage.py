@@ -9,6 +9,7 @@ mount point, and a local install defaults to ``~/lerobot-kfold``.
 Layout under the root::
 
     datasets/<owner>/<name>/          datasets fetched from the hub (once, shared by all folds)
+    datasets/<owner>/<name>_v3.0/     the v3.0 conversion of a v2.1 dataset (the original kept as it is)
     runs/<dag id>/<run id>/<group>/   one k-fold run of a DAG (the CLI's run folder has the same layout):
         plan.json                     the fold plan (hashed manifest)
         folds/fold_NNN/               one fold: checkpoints/, best/, result.json or error.json
@@ -75,6 +76,11 @@ def dataset_folder(repo_id: str) -> str:
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"dataset repo id must look like 'owner/name', got {repo_id!r}")
     return "/".join([DATASETS_DIR, *(safe_name(p) for p in parts)])
+
+
+def converted_dataset_folder(location: str) -> str:
+    """Where a v2.1 dataset at ``location`` (a storage path) is converted to v3.0: a sibling folder."""
+    return f"{str(location).rstrip('/')}_v3.0"
 
 
 def fold_folder(run_folder: str, fold_id: int, candidate: str = "") -> str:

@@ -90,7 +90,7 @@ def _train_pipeline_config(config: FoldTrainingConfig, policy_cfg):
         output_dir=Path(config.output_dir),
         job_name=f"fold_{config.fold_id}",
         seed=config.seed,
-        num_workers=config.num_workers,
+        num_workers=config.num_workers or 0,
         batch_size=config.batch_size,
         steps=config.steps,
         eval_steps=config.eval_every,
@@ -241,8 +241,7 @@ class BuiltFold:
     optimizer: Any
     scheduler: Any
     sampler: Any
-    train_data: Any
-    val_data: Any
+    data: fold_data.FoldData
     camera_keys: list[str]
 
 
@@ -288,11 +287,17 @@ def build_fold(config: FoldTrainingConfig, say: Progress) -> BuiltFold:
     sampler = fold_data.make_train_sampler(
         train_set, config.seed, drop_n_last_frames=getattr(policy_cfg, "drop_n_last_frames", 0)
     )
-    train_data = fold_data.maybe_preload(train_set, config.preload)
-    val_data = None if val_set is None else fold_data.maybe_preload(val_set, config.preload)
+    data = fold_data.fold_data(
+        train_set,
+        val_set,
+        preload=config.preload,
+        frame_cache_gb=config.frame_cache_gb,
+        num_workers=config.num_workers,
+    )
     say(
-        f"{config.label}: {len(config.train_episodes)} train episodes ({len(train_data)} frames), "
-        f"{len(config.val_episodes)} held-out episodes ({len(val_data or ())} frames), device {device}"
+        f"{config.label}: {len(config.train_episodes)} train episodes ({len(data.train)} frames), "
+        f"{len(config.val_episodes)} held-out episodes ({len(data.val or ())} frames), device {device}, "
+        f"{data.describe()}"
     )
 
     set_seed(config.seed)
@@ -309,8 +314,7 @@ def build_fold(config: FoldTrainingConfig, say: Progress) -> BuiltFold:
         optimizer=optimizer,
         scheduler=scheduler,
         sampler=sampler,
-        train_data=train_data,
-        val_data=val_data,
+        data=data,
         camera_keys=list(meta.camera_keys),
     )
 
@@ -397,21 +401,23 @@ def start_loop(fold: BuiltFold, config: FoldTrainingConfig, step: int) -> Traini
     from lerobot.utils.logging_utils import MetricsTracker
 
     device = fold.device
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision="no", step_scheduler_with_optimizer=False)
+    if device == "cuda":  # as lerobot-train sets them
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+    accelerator = Accelerator(
+        cpu=device == "cpu", mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False
+    )
     policy, optimizer, scheduler = accelerator.prepare(fold.policy, fold.optimizer, fold.scheduler)
+    workers, pin = fold.data.num_workers, device == "cuda"
     loader = fold_data.make_loader(
-        fold.train_data,
-        config.batch_size,
-        config.num_workers,
-        sampler=fold.sampler,
-        pin_memory=device == "cuda",
+        fold.data.train, config.batch_size, workers, sampler=fold.sampler, pin_memory=pin
     )
     val_loader = None
-    if fold.val_data is not None:
-        val_loader = fold_data.make_loader(fold.val_data, config.batch_size, config.num_workers)
+    if fold.data.val is not None:
+        val_loader = fold_data.make_loader(fold.data.val, config.batch_size, workers, pin_memory=pin)
     tracker = MetricsTracker(
         config.batch_size,
-        len(fold.train_data),
+        len(fold.data.train),
         len(config.train_episodes),
         train_meters(),
         initial_step=step,
@@ -479,9 +485,7 @@ def _update(fold: BuiltFold, loop: TrainingLoop, batch: dict[str, Any]) -> float
     """One optimizer step with lerobot's ``update_policy``; returns the batch's training loss."""
     from lerobot.scripts.lerobot_train import update_policy
 
-    for key in fold.camera_keys:
-        if key in batch and batch[key].dtype == torch.uint8:
-            batch[key] = batch[key].to(dtype=torch.float32) / 255.0
+    batch = fold_data.camera_frames_to_float(batch, fold.camera_keys, fold.device)
     batch = fold.preprocessor(batch)
     loop.tracker, _ = update_policy(
         loop.tracker,
@@ -505,7 +509,7 @@ def validation_step(
 ) -> None:
     """Validate on the held-out episodes, extend the learning curve, keep the best model on disk."""
     metrics = validate(
-        loop.unwrapped, fold.preprocessor, fold.postprocessor, loop.val_loader, fold.camera_keys
+        loop.unwrapped, fold.preprocessor, fold.postprocessor, loop.val_loader, fold.camera_keys, fold.device
     )
     point, improved = state.record_validation(step, metrics)
     if improved:

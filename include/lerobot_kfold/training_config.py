@@ -19,6 +19,7 @@ MAX_STEPS = 10_000_000
 WANDB_MODES = ("disabled", "offline", "online")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 POLICY_TYPES = ("act",)
+MIXED_PRECISION = ("no", "bf16")
 
 # A small state-only ACT that learns the simulator demo in a few CPU minutes. lerobot's defaults (VAE on,
 # dropout 0.1, dim_model 512) stayed at 0-5% success after minutes of CPU training on the demo data;
@@ -48,15 +49,23 @@ class TrainingSettings:
 
     # lerobot policy type; the policy's config is lerobot's, with the preset and overrides applied.
     policy_type: str = setting("act", "lerobot policy to train.", choices=POLICY_TYPES)
+    # lerobot's config by default, as `lerobot-train --policy.type=act` builds it; the demos choose 'small'.
     policy_preset: str = setting(
-        "small",
-        "Starting policy config: 'small' learns the simulator demo in CPU minutes; 'lerobot' is "
-        "lerobot's default.",
+        "lerobot",
+        "Starting policy config: 'lerobot' is lerobot's default (lerobot-train --policy.type=act); "
+        "'small' is a tiny state-only ACT that learns the simulator demo in CPU minutes.",
         choices=tuple(POLICY_PRESETS),
     )
     # Extra lerobot policy config fields, e.g. {"dim_model": 64}; checked against the policy's config.
     policy_overrides: dict[str, Any] = setting(
         {}, "JSON object of lerobot policy config fields applied over the preset."
+    )
+    # lerobot's ACT loads torchvision's ImageNet ResNet-18 for camera datasets (downloaded once into the
+    # torch cache; baked into the Modal image). Off: the backbone trains from scratch, nothing to fetch.
+    pretrained_backbone: bool = setting(
+        True,
+        "Start the vision backbone from lerobot's pretrained weights (ImageNet ResNet-18 for ACT; camera "
+        "datasets only); false trains it from scratch.",
     )
     steps: int = setting(2000, "Training steps per fold.", minimum=1, maximum=MAX_STEPS)
     batch_size: int = setting(64, "Training batch size.", minimum=1, maximum=4096)
@@ -68,6 +77,21 @@ class TrainingSettings:
     save_every: int = setting(500, "Checkpoint every N steps (resume point).", minimum=1, maximum=MAX_STEPS)
     # "auto" takes CUDA when available, else CPU.
     device: str = setting("auto", "Torch device of a fold.", choices=DEVICES)
+    # accelerate's mixed precision: the forward pass and loss in bfloat16, weights and optimizer in float32.
+    mixed_precision: str = setting(
+        "no",
+        "Mixed precision of training: 'bf16' autocasts to bfloat16; 'no' is float32.",
+        choices=MIXED_PRECISION,
+    )
+    # Decoded video frames of a fold (uint8) are kept in memory up to this budget, else in a memory-mapped
+    # file on local disk; where that disk is too small, lerobot's per-item decoding with DataLoader workers.
+    frame_cache_gb: float = setting(
+        8.0,
+        "Memory budget (GiB) of a fold's decoded camera frames; above it they go to a memory-mapped file "
+        "on local disk (0: always on disk).",
+        minimum=0,
+        maximum=4096,
+    )
     # The API key comes from the environment, an Airflow connection or a Modal secret, never from here.
     wandb_mode: str = setting("disabled", "Weights & Biases logging.", choices=WANDB_MODES)
     wandb_project: str = setting(
@@ -87,6 +111,12 @@ class TrainingSettings:
             instead = ", ".join(f"{name} -> {_OWNED_POLICY_FIELDS[name]}" for name in owned)
             raise ValueError(
                 f"policy_overrides may not set {owned}: these have settings of their own ({instead})."
+            )
+        weights = self.policy_overrides.get("pretrained_backbone_weights")
+        if not self.pretrained_backbone and weights:
+            raise ValueError(
+                "pretrained_backbone is false but policy_overrides sets pretrained_backbone_weights="
+                f"{weights!r}: set pretrained_backbone true to load those weights, or drop the override."
             )
 
     def policy_fields(self) -> dict[str, Any]:
@@ -144,8 +174,9 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
     seed: int = 0
     # torch threads for this process (None: torch's default). Set 1 when folds run in parallel.
     torch_threads: int | None = None
-    # DataLoader workers. 0 is fastest for small state-only data (no inter-process copies).
-    num_workers: int = 0
+    # DataLoader workers; None: 0 when the fold's data is in memory (preloaded, or its frames cached),
+    # lerobot-train's default (4, at most the CPU count) when items are decoded from video per step.
+    num_workers: int | None = None
     # Load a dataset without camera features into memory once (identical items, no per-item parquet reads).
     preload: bool = True
     # Seed of the evaluation rollouts (seeds never used in recording are derived from it).
@@ -182,7 +213,7 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
             )
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads!r}.")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}.")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.steps:
             raise ValueError(f"stop_at_step must be in [1, steps={self.steps}], got {self.stop_at_step}.")
@@ -223,6 +254,7 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
             "torch_threads",
             "num_workers",
             "preload",
+            "frame_cache_gb",
             "stop_at_step",
             "candidate",
             "final_fit",

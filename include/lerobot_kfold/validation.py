@@ -56,8 +56,10 @@ def _valid_mask(batch: dict[str, Any], target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(policy, preprocessor, postprocessor, loader, camera_keys=()) -> ValidationMetrics:
+def validate(policy, preprocessor, postprocessor, loader, camera_keys=(), device="cpu") -> ValidationMetrics:
     """Run the policy over every held-out frame once and return the three error views."""
+    from lerobot_kfold.fold_data import camera_frames_to_float
+
     was_training = policy.training
     policy.eval()
     abs_error_sum: torch.Tensor | None = None
@@ -67,9 +69,7 @@ def validate(policy, preprocessor, postprocessor, loader, camera_keys=()) -> Val
     num_frames = 0
     try:
         for raw in loader:
-            for key in camera_keys:
-                if key in raw and raw[key].dtype == torch.uint8:
-                    raw[key] = raw[key].to(dtype=torch.float32) / 255.0
+            raw = camera_frames_to_float(raw, camera_keys, device)
             target = raw[ACTION].detach().cpu().float()
             if target.ndim == 2:  # policies without action chunks: (B, D) -> (B, 1, D)
                 target = target.unsqueeze(1)

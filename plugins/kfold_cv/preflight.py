@@ -64,13 +64,15 @@ def validate_run(
             "policy_type": cv.run.training.policy_type,
             # lerobot builds the policy for the dataset's features there (on the meta device).
             "training": flatten({"training": cv.run.training}),
+            "sim_eval_episodes": cv.run.evaluation.sim_eval_episodes,
         },
     }
 
 
 def check_local(cv: CVSettings, run_folder: str) -> None:
-    """Backend local: the storage root is writable and the dataset there is one the policy can train on."""
-    from lerobot_kfold import dataset_info
+    """Backend local: the storage root is writable and the dataset there is one the policy can train on
+    (features, cameras, the backbone's pretrained weights in this machine's torch cache)."""
+    from lerobot_kfold import jobs
 
     root = storage.storage_root()
     folder = storage.resolve(run_folder)
@@ -82,8 +84,7 @@ def check_local(cv: CVSettings, run_folder: str) -> None:
             "writable folder."
         ) from exc
     if cv.run.dataset.dataset_root:
-        dataset = dataset_info.check_dataset_root(storage.resolve(cv.run.dataset.dataset_root))
-        dataset_info.check_policy_features(dataset, cv.run.training.policy_type)
+        jobs.check_dataset_for_run(cv.run.dataset.dataset_root, cv.run.training, cv.run.evaluation)
 
 
 def check_modal(app_name: str, modal_conn_id: str) -> None:

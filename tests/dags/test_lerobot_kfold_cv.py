@@ -21,7 +21,8 @@ import pytest
 from tests.dags.conftest import rendered_map_indexes, task_states, xcom_values
 
 DAG_ID = "lerobot_kfold_cv"
-TINY = {"steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
+# The small demo ACT, chosen explicitly (the default is lerobot's ACT), a few steps.
+TINY = {"policy_preset": "small", "steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
 APP_FUNCTIONS = {
     f"lerobot-kfold/{name}": f"lerobot_kfold.modal_app:{name}"
     for name in ("prepare_dataset", "train_fold", "aggregate")
@@ -98,6 +99,25 @@ class TestLocalBackend:
         for task in ("plan_refit", "refit", "final_summary"):
             assert states[(f"kfold_cv.{task}", -1)] == "skipped", "refit is off by default"
         assert xcom_values(run, "kfold_cv.summary")[-1] == summary, "the run's summary: aggregate's"
+
+    def test_cross_validates_a_camera_dataset_with_rollouts_rendering_its_cameras(
+        self, dagbag, camera_demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        storage = tmp_path / "storage"
+        monkeypatch.setenv("LEROBOT_KFOLD_STORAGE", str(storage))
+        conf = {"dataset_root": str(camera_demo_root), "k": 2, **TINY, "steps": 2, "eval_every": 2}
+        conf.update(pretrained_backbone=False, sim_eval_episodes=1, sim_eval_max_steps=5)
+
+        run = dagbag.get_dag(DAG_ID).test(run_conf=conf)
+
+        assert run.state == "success", task_states(run)
+        prepared = xcom_values(run, "kfold_cv.prepare_dataset")[-1]
+        assert {"observation.images.front", "observation.images.wrist"} <= set(prepared["features"])
+        folds = xcom_values(run, "kfold_cv.train_fold")
+        summary = xcom_values(run, "kfold_cv.aggregate")[-1]
+        _check_summary_against_folds(summary, folds, k=2)
+        _check_files(storage, summary, camera_demo_root, k=2)
+        assert summary["metrics"]["sim_success_rate"]["n"] == 2, "every fold rolled out with cameras"
 
     def test_two_runs_keep_separate_outputs(
         self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

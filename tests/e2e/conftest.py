@@ -28,7 +28,8 @@ MODAL_TOKEN_SECRET = "as-e2e-token-secret-5c1f0d"
 WANDB_API_KEY = "wandb-e2e-key-9e27b4a1c3"
 DATASET = "datasets/so101_demo"
 DAG_ID = "lerobot_kfold_cv"
-TINY = {"steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
+# The small demo ACT, chosen explicitly (the default is lerobot's ACT), a few steps.
+TINY = {"policy_preset": "small", "steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
 
 
 @dataclass

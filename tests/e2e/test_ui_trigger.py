@@ -109,6 +109,9 @@ def test_trigger_form_runs_the_folds(e2e: E2E, page: Page) -> None:
         _open_section(form, "Compute")
         form.get_by_role("combobox", name="backend", exact=True).click()
         page.get_by_role("option", name="local", exact=True).click()
+        # The small demo ACT (the default is lerobot's full ACT).
+        form.get_by_role("combobox", name="policy preset", exact=True).click()
+        page.get_by_role("option", name="small", exact=True).click()
         backend_row = form.get_by_role("group").filter(
             has=page.get_by_role("combobox", name="backend", exact=True)
         )
@@ -140,6 +143,7 @@ def test_trigger_form_runs_the_folds(e2e: E2E, page: Page) -> None:
         sent = json.loads(response.request.post_data or "{}")["conf"]
         assert {k: sent[k] for k in FORM} == FORM
         assert sent["backend"] == "local"
+        assert sent["policy_preset"] == "small"
         assert sent["dataset_root"] == DATASET
 
         # The UI opens the new run: its id is in the address and the breadcrumb.

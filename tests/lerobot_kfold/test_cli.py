@@ -25,11 +25,12 @@ from lerobot_kfold import dataset_info
 from lerobot_kfold.splits import FoldPlan, read_plan
 from tests.conftest import DEMO_EPISODES
 
-# Tiny training shared by the end-to-end runs (the default demo ACT of --policy-overrides), one torch
-# thread per process so that two runs at a time stay fast on a 2-core machine.
-TRAINING = ["--steps", "6", "--batch-size", "8", "--eval-every", "3", "--save-every", "3"]
+# Tiny training shared by the end-to-end runs (the small demo ACT, chosen explicitly: the default is
+# lerobot's ACT), one torch thread per process so that two runs at a time stay fast on a 2-core machine.
+SMALL = ["--policy-preset", "small"]
+TRAINING = [*SMALL, "--steps", "6", "--batch-size", "8", "--eval-every", "3", "--save-every", "3"]
 TRAINING += ["--torch-threads", "1"]
-SHORTEST_TRAINING = ["--steps", "2", "--batch-size", "8", "--eval-every", "2", "--save-every", "2"]
+SHORTEST_TRAINING = [*SMALL, "--steps", "2", "--batch-size", "8", "--eval-every", "2", "--save-every", "2"]
 SIM_EVAL = ["--sim-eval-episodes", "1", "--sim-eval-max-steps", "10"]
 SUMMARY_FILES = ("summary.json", "folds.csv", "report.png", "report.html")
 # "same" trains exactly what the demo run trains; "slow" a lower learning rate.
@@ -77,7 +78,7 @@ def _read_json(path: Path) -> Any:
 
 HELP_CASES = [
     pytest.param([], ["demo-dataset", "plan", "train-fold", "aggregate", "run", "compare"], id="top-level"),
-    pytest.param(["demo-dataset"], ["--root", "--episodes", "--images"], id="demo-dataset"),
+    pytest.param(["demo-dataset"], ["--root", "--episodes", "--cameras", "--image-size"], id="demo-dataset"),
     pytest.param(["plan"], ["--root", "--output", "--k", "--holdout-fraction"], id="plan"),
     pytest.param(["train-fold"], ["--plan", "--fold-id", "--steps", "--policy-overrides"], id="train-fold"),
     pytest.param(["aggregate"], ["--output-dir", "--expected-folds", "--selection-metric"], id="aggregate"),
@@ -171,6 +172,11 @@ BAD_INPUTS = [
     ),
     BadInput("overrides-not-an-object", _run("--policy-overrides", "[64]"), "must be a JSON object"),
     BadInput("parallel-0", _run("--parallel", "0"), "argument --parallel: must be a positive integer"),
+    BadInput(
+        "unknown-camera",
+        lambda root, tmp: ["demo-dataset", "--root", tmp / "new", "--cameras", "front,side"],
+        "cameras must be one or more distinct names of ['front', 'wrist']",
+    ),
     BadInput(
         "aggregate-nothing",
         lambda root, tmp: ["aggregate", tmp, "--output-dir", tmp / "summary"],
@@ -429,6 +435,36 @@ class TestRecordDemo:
         printed = json.loads(run.proc.stdout)
         assert printed["metrics"] == _read_json(run.out / "summary.json")["metrics"]
         assert printed["outputs"]["summary_json"] == str(run.out / "summary.json")
+
+
+@pytest.fixture(scope="module")
+def camera_run(camera_demo_root, tmp_path_factory) -> Run:
+    """A 2-fold cross-validation of the camera demo (2 folds at once), rollouts rendering its cameras."""
+    out = tmp_path_factory.mktemp("cli-camera") / "run"
+    args = ["run", "--root", camera_demo_root, "--output-dir", out, "--k", "2", "--parallel", "2"]
+    args += [*SHORTEST_TRAINING, "--no-pretrained-backbone", "--torch-threads", "1", "--json"]
+    args += ["--sim-eval-episodes", "1", "--sim-eval-max-steps", "5"]
+    return Run(out, cli(*args), camera_demo_root)
+
+
+class TestCameraRun:
+    def test_every_fold_trains_on_its_cached_frames_and_rolls_out_with_the_same_cameras(self, camera_run):
+        proc = camera_run.proc
+        assert proc.returncode == 0, _describe(proc)
+        summary = json.loads(proc.stdout)
+        assert summary["totals"]["n_succeeded"] == 2
+        assert summary["metrics"]["sim_success_rate"]["n"] == 2
+        assert proc.stderr.count("items memory") == 2, "each fold decodes its frames once, into memory"
+        for result in _results(camera_run.out):
+            assert result["metrics"]["val_l1"] > 0 and result["sim"]["sim_episodes"] == 1
+            config = _read_json(Path(result["checkpoints"]["best"]) / "config.json")
+            assert sorted(config["input_features"]) == [
+                "observation.environment_state",
+                "observation.images.front",
+                "observation.images.wrist",
+                "observation.state",
+            ]
+            assert config["pretrained_backbone_weights"] is None
 
 
 # ----------------------------------------------------------------------------- train-fold and aggregate

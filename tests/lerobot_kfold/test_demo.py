@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lerobot_kfold import demo, simulation
-from tests.conftest import DEMO_EPISODES
+from tests.conftest import CAMERA_EPISODES, CAMERA_SIZE, DEMO_EPISODES
 
 
 def _frames(root) -> pd.DataFrame:
@@ -49,15 +55,6 @@ class TestRecording:
         assert a["recording_seeds"] == b["recording_seeds"]
         pd.testing.assert_frame_equal(_frames(tmp_path / "a"), _frames(tmp_path / "b"))
 
-    def test_no_partial_dataset_is_left_when_recording_fails(self, tmp_path, monkeypatch):
-        def broken(*args, **kwargs):
-            raise RuntimeError("simulated crash")
-
-        monkeypatch.setattr(demo, "_record_episode", broken)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            demo.record_demo_dataset(demo.DemoConfig(root=tmp_path / "ds", num_episodes=2))
-        assert list(tmp_path.iterdir()) == []
-
 
 class TestSeeds:
     def test_evaluation_seeds_never_meet_recording_seeds(self, demo_root):
@@ -84,16 +81,101 @@ class TestConfigValidation:
             demo.DemoConfig(root=tmp_path)
 
 
-class TestImages:
-    def test_image_flag_adds_a_camera_feature_or_explains_what_is_missing(self, tmp_path):
-        config = demo.DemoConfig(root=tmp_path / "img", num_episodes=1, with_images=True)
-        try:
-            demo.record_demo_dataset(config)
-        except simulation.RenderingUnavailableError as exc:
-            assert "OpenGL" in str(exc) and "MUJOCO_GL" in str(exc)
-            assert not (tmp_path / "img").exists()
-            return
+class TestCameras:
+    """Camera demos: lerobot's own video features, holding the frames the simulator rendered, in order."""
+
+    def test_cameras_are_lerobot_video_features(self, camera_demo_root):
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-        dataset = LeRobotDataset("local/img", root=tmp_path / "img", video_backend="pyav")
-        assert dataset[0][simulation.IMAGE_KEY].shape == (3, 64, 64)
+        info = json.loads((camera_demo_root / "meta" / "info.json").read_text())
+        height, width = CAMERA_SIZE
+        for camera in ("front", "wrist"):
+            key = simulation.camera_key(camera)
+            feature = info["features"][key]
+            assert feature["dtype"] == "video" and feature["shape"] == [height, width, 3]
+            assert feature["info"]["video.codec"] == "av1", "lerobot's default encoder"
+            assert sorted((camera_demo_root / "videos" / key).glob("chunk-*/file-*.mp4"))
+        assert demo.read_demo_metadata(camera_demo_root)["cameras"] == {
+            "cameras": ["front", "wrist"],
+            "height": height,
+            "width": width,
+        }
+        dataset = LeRobotDataset("local/cam", root=camera_demo_root, video_backend="pyav", return_uint8=True)
+        assert dataset.num_episodes == CAMERA_EPISODES
+        item = dataset[5]
+        for camera in ("front", "wrist"):
+            frame = item[simulation.camera_key(camera)]
+            assert frame.dtype == torch.uint8 and tuple(frame.shape) == (3, height, width)
+            assert float(frame.float().std()) > 5, "a rendered scene, not a blank frame"
+
+    def test_each_video_frame_is_the_simulators_frame_of_that_step(self, camera_demo_root):
+        """Replay episode 0's expert from its seed; the decoded video matches the renders step by step."""
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        meta = demo.read_demo_metadata(camera_demo_root)
+        spec = simulation.CameraSpec.from_dict(meta["cameras"])
+        config = demo.DemoConfig(root=camera_demo_root.parent / "unused", cameras=spec)
+        env = simulation.make_env(spec)
+        rig = simulation.CameraRig(env, spec)
+        try:
+            _, rendered = demo._record_episode(env, rig, meta["recording_seeds"][0], config)
+        finally:
+            rig.close()
+            env.close()
+        dataset = LeRobotDataset(
+            "local/cam", root=camera_demo_root, episodes=[0], video_backend="pyav", return_uint8=True
+        )
+        assert len(dataset) == len(rendered)
+        for key in spec.keys:
+            decoded = np.stack([dataset[i][key].permute(1, 2, 0).numpy() for i in range(len(dataset))])
+            renders = np.stack([frame[key] for frame in rendered]).astype(float)
+            error = np.abs(decoded - renders).mean(axis=(1, 2, 3))
+            shifted = np.abs(decoded[:-8] - renders[8:]).mean(axis=(1, 2, 3))
+            # AV1 at crf 30 is lossy: measured 3-7 grey levels on these small frames.
+            assert error.max() < 12, f"{key}: video differs from the renders by {error.max():.1f} grey levels"
+            assert error.mean() < 0.75 * shifted.mean(), f"{key}: frames are not in step order"
+
+    @pytest.mark.parametrize("cameras", [None, ("front",)], ids=["state", "camera"])
+    def test_no_partial_dataset_is_left_when_recording_fails(self, tmp_path, monkeypatch, cameras):
+        def broken(*args, **kwargs):
+            raise RuntimeError("simulated crash")
+
+        monkeypatch.setattr(demo, "_record_episode", broken)
+        spec = None if cameras is None else simulation.CameraSpec(cameras=cameras, height=32, width=32)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            demo.record_demo_dataset(demo.DemoConfig(root=tmp_path / "ds", num_episodes=2, cameras=spec))
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize(
+        ("text", "size", "message"),
+        [
+            pytest.param("front,side", None, "cameras must be", id="unknown-camera"),
+            pytest.param("front,front", None, "distinct", id="twice"),
+            pytest.param("front", "96", "HEIGHTxWIDTH", id="size-text"),
+            pytest.param("front", "8x8", "from 16 to", id="too-small"),
+        ],
+    )
+    def test_bad_camera_specs_are_refused(self, text, size, message):
+        with pytest.raises(ValueError, match=message):
+            simulation.CameraSpec.parse(text, size)
+
+    def test_no_opengl_fails_with_the_install_advice(self):
+        """GLFW needs a display, and there is none: the camera rig fails before anything is recorded."""
+        code = (
+            "from lerobot_kfold import simulation\n"
+            "spec = simulation.CameraSpec()\n"
+            "simulation.CameraRig(simulation.make_env(spec), spec)\n"
+        )
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DISPLAY", "WAYLAND_DISPLAY", "PYOPENGL_PLATFORM")
+        }
+        env["MUJOCO_GL"] = "glfw"
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode != 0
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("lerobot_kfold.rendering.RenderingUnavailableError"), proc.stderr[-2000:]
+        assert "OpenGL" in last and "apt-get install" in last and "libosmesa6" in last

@@ -55,9 +55,113 @@ class TestPrepareDataset:
             jobs.prepare_dataset(dataset_root="datasets/nowhere")
 
 
+V21_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "lerobot_v21_tiny"
+
+
+@pytest.fixture
+def stored_v21(storage: Path) -> str:
+    """The committed LeRobot v2.1 fixture (lerobot 0.3.3, one 32x32 camera) copied into storage."""
+    shutil.copytree(V21_FIXTURE, storage / "datasets" / "v21")
+    return "datasets/v21"
+
+
+@pytest.fixture
+def stored_cameras(storage: Path, camera_demo_root: Path) -> str:
+    shutil.copytree(camera_demo_root, storage / "datasets" / "cameras")
+    return "datasets/cameras"
+
+
+def _edit_info(root: Path, edit) -> None:
+    path = root / "meta" / "info.json"
+    info = json.loads(path.read_text())
+    edit(info)
+    path.write_text(json.dumps(info))
+
+
+class TestDatasetFormats:
+    def test_a_v21_dataset_is_converted_once_and_its_folds_train_on_the_copy(self, stored_v21, storage):
+        before = sorted(p.relative_to(storage).as_posix() for p in (storage / stored_v21).rglob("*"))
+        out = jobs.prepare_dataset(dataset_root=stored_v21)
+        assert out["dataset_root"] == "datasets/v21_v3.0" and out["conversion"]["action"] == "converted"
+        after = sorted(p.relative_to(storage).as_posix() for p in (storage / stored_v21).rglob("*"))
+        assert after == before, "the original is left as it is"
+        again = jobs.prepare_dataset(dataset_root=stored_v21)
+        assert again["conversion"]["action"] == "already_converted"
+
+        settings = RunSettings.from_mapping(
+            {"dataset_root": stored_v21, "k": 2, "pretrained_backbone": False, **TINY_TRAINING}
+        )
+        planned = jobs.plan_run(settings, jobs.PreparedDataset.from_dict(again), "runs/d/v21", "run")
+        assert planned.plan.dataset.converted_from["source_root"] == stored_v21
+        assert planned.plan.dataset.converted_from["source_version"] == "v2.1"
+        assert {fold.dataset_root for fold in planned.folds} == {"datasets/v21_v3.0"}
+        jobs.record_plan("runs/d/v21", planned.plan)
+        assert FoldPlan.from_dict(json.loads((storage / "runs/d/v21/plan.json").read_text())) == planned.plan
+        result = jobs.train_fold(planned.folds[0].to_dict())
+        assert result["status"] == "ok" and result["metrics"]["val_l1"] > 0
+
+    @pytest.mark.parametrize(
+        ("version", "message"),
+        [
+            pytest.param("v2.0", "Bring it to v2.1 first", id="v2.0"),
+            pytest.param("v1.6", "convert_dataset_v1_to_v2", id="v1.6"),
+            pytest.param("v4.0", "newer than or different", id="newer"),
+        ],
+    )
+    def test_other_formats_fail_before_any_spend_saying_what_to_do(
+        self, stored_v21, storage, version, message
+    ):
+        _edit_info(storage / stored_v21, lambda info: info.update(codebase_version=version))
+        with pytest.raises(ValueError, match=message):
+            jobs.prepare_dataset(dataset_root=stored_v21)
+        assert not (storage / "datasets" / "v21_v3.0").exists()
+
+
+class TestCameraChecks:
+    """A camera problem fails in prepare_dataset (and validate), naming the feature, never in a fold."""
+
+    def test_a_camera_dataset_is_described_with_its_cameras(self, stored_cameras) -> None:
+        out = jobs.prepare_dataset(dataset_root=stored_cameras, sim_eval_episodes=2)
+        assert {"observation.images.front", "observation.images.wrist"} <= set(out["features"])
+
+    def test_a_camera_that_is_not_rgb(self, stored_cameras, storage) -> None:
+        def gray(info):
+            info["features"]["observation.images.wrist"]["shape"] = [48, 64, 1]
+
+        _edit_info(storage / stored_cameras, gray)
+        with pytest.raises(
+            DatasetError, match=r"'observation.images.wrist' has shape \[48, 64, 1\].*3-channel"
+        ):
+            jobs.prepare_dataset(dataset_root=stored_cameras)
+
+    def test_a_video_that_does_not_decode(self, stored_cameras, storage) -> None:
+        video = next((storage / stored_cameras / "videos" / "observation.images.front").rglob("*.mp4"))
+        video.write_bytes(video.read_bytes()[:300])  # a cut-off download
+        with pytest.raises(DatasetError, match=r"'observation.images.front'.*cannot be decoded"):
+            jobs.prepare_dataset(dataset_root=stored_cameras)
+
+    def test_a_missing_video(self, stored_cameras, storage) -> None:
+        next((storage / stored_cameras / "videos" / "observation.images.wrist").rglob("*.mp4")).unlink()
+        with pytest.raises(DatasetError, match=r"observation.images.wrist.*is missing"):
+            jobs.prepare_dataset(dataset_root=stored_cameras)
+
+    def test_rollouts_need_the_cameras_the_simulator_renders(self, stored_cameras, storage) -> None:
+        meta_file = storage / stored_cameras / "meta" / "kfold_demo.json"
+        meta = json.loads(meta_file.read_text())
+        meta["cameras"]["cameras"] = ["front"]  # the simulator would not render the wrist camera
+        meta_file.write_text(json.dumps(meta))
+        jobs.prepare_dataset(dataset_root=stored_cameras)  # without rollouts nothing needs rendering
+        with pytest.raises(
+            DatasetError, match=r"'observation.images.wrist'.*simulator renders no such camera"
+        ):
+            jobs.prepare_dataset(dataset_root=stored_cameras, sim_eval_episodes=1)
+
+
+TINY_TRAINING = {"policy_preset": "small", "steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
+
+
 def _settings(stored: str, **overrides) -> RunSettings:
-    training = {"steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
-    return RunSettings.from_mapping({"dataset_root": stored, "k": 2, **training, **overrides})
+    return RunSettings.from_mapping({"dataset_root": stored, "k": 2, **TINY_TRAINING, **overrides})
 
 
 def _fold_configs(stored: str, storage: Path, run_folder: str, **overrides) -> tuple[FoldPlan, list[dict]]:
@@ -108,6 +212,20 @@ class TestTrainFold:
         assert full["metrics"] == result["metrics"]
         assert full["learning_curve"], "the full result with its curve stays on storage"
         assert checkpoints == [2, 4, 4], "after each checkpoint and once the result is written"
+
+    def test_on_modal_the_fold_reads_a_copy_of_its_dataset_on_local_disk(
+        self, stored_demo: str, storage: Path, tmp_path: Path
+    ) -> None:
+        _, configs = _fold_configs(stored_demo, storage, "runs/d/r")
+        messages: list[str] = []
+        result = jobs.train_fold(configs[0], say=messages.append, local_dataset_dir=str(tmp_path / "local"))
+        assert result["status"] == "ok"
+        (copy,) = (tmp_path / "local").iterdir()
+        assert dataset_identity(copy).fingerprint == dataset_identity(storage / stored_demo).fingerprint
+        full = json.loads((storage / "runs/d/r/folds/fold_000/result.json").read_text())
+        assert full["resume_key"]["dataset_root"] == str(copy), "it trained on the local copy"
+        assert any(m.startswith(f"copied {stored_demo} to local disk") for m in messages)
+        assert jobs.copy_to_local_disk(stored_demo, tmp_path / "local") == copy, "a complete copy is reused"
 
     def test_a_failure_leaves_error_json_and_raises(self, stored_demo: str, storage: Path) -> None:
         _, configs = _fold_configs(stored_demo, storage, "runs/d/r")

@@ -39,3 +39,15 @@ def test_the_local_body_is_the_jobs_body(tmp_path: Path, monkeypatch) -> None:
 
     with pytest.raises(ValueError, match=r"dataset_root .* or repo_id"):
         modal_app.prepare_dataset.local()
+
+
+def test_the_image_holds_what_camera_folds_need() -> None:
+    """FFmpeg (torchcodec), headless GL (the simulator's cameras), the backbone baked in at build time."""
+    from lerobot_kfold import backbone, rendering
+
+    assert "ffmpeg" in modal_app._APT_PACKAGES
+    for package in (pkg for packages in rendering.DEBIAN_PACKAGES.values() for pkg in packages):
+        assert package in modal_app._APT_PACKAGES, package
+    assert backbone.DEFAULT_WEIGHTS in modal_app.BAKE_BACKBONE
+    assert not modal_app.TORCH_HOME.startswith(modal_app.VOLUME_MOUNT), "in the image, not on the Volume"
+    assert not modal_app.LOCAL_DATASETS.startswith(modal_app.VOLUME_MOUNT), "the container's own disk"

@@ -38,29 +38,65 @@ def run_child(code: str, *args: str, **env_changes: str | None) -> subprocess.Co
     )
 
 
-# Choose (or keep) a backend, build the SO-101 environment with a camera, render one frame.
+# Choose (or keep) a backend, build the SO-101 environment with cameras, render one frame of each.
 RENDER_SO101 = """
 import json, os, sys
 import numpy as np
-from lerobot_kfold.rendering import choose_gl_backend, use_fast_rendering
+from lerobot_kfold.rendering import choose_gl_backend
 backend = choose_gl_backend()
-from lerobot_kfold.simulation import ImageSpec, make_env
-h, w, fast = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
-env = make_env(ImageSpec(height=h, width=w))
-if fast:
-    use_fast_rendering(env.unwrapped.model)
-    env.unwrapped._viewer.close()  # make_env rendered once: rebuild the renderer with the new quality
-    env.unwrapped._viewer = None
+from lerobot_kfold.simulation import CameraRig, CameraSpec, make_env
+h, w, cameras = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(",")
+spec = CameraSpec(cameras=tuple(cameras), height=h, width=w)
+env = make_env(spec)
 env.reset(seed=3)
-frame = np.asarray(env.unwrapped.render())
+rig = CameraRig(env, spec)
+frames = rig.render()
+rig.close()
 env.close()
-print(json.dumps({"backend": backend, "env": os.environ["MUJOCO_GL"], "shape": list(frame.shape),
-                  "dtype": str(frame.dtype), "std": float(frame.std()), "mean": float(frame.mean())}))
+print(json.dumps({"backend": backend, "env": os.environ["MUJOCO_GL"],
+                  "frames": {k: {"shape": list(f.shape), "dtype": str(f.dtype), "std": float(f.std())}
+                             for k, f in frames.items()}}))
+"""
+
+# The reduced-detail render model against the full meshes, same state, same quality.
+COMPARE_DETAIL = """
+import copy, json, time
+from lerobot_kfold.rendering import choose_gl_backend, use_fast_rendering
+choose_gl_backend()
+import mujoco, numpy as np
+from lerobot_kfold.simulation import CameraRig, CameraSpec, make_env
+spec = CameraSpec(cameras=("front", "wrist"), height=96, width=128)
+env = make_env(spec)
+env.reset(seed=5)
+for _ in range(20):  # move the arm off its home pose
+    env.step(np.array([0.5, 0.3, -0.5, 1.0], dtype=np.float32))
+reduced = CameraRig(env, spec)
+full = CameraRig(env, spec)
+full._model = copy.deepcopy(env.unwrapped.model)
+use_fast_rendering(full._model)
+full._data = mujoco.MjData(full._model)
+full._renderer.close()
+full._renderer = mujoco.Renderer(full._model, height=spec.height, width=spec.width)
+
+def timed(rig):
+    rig.render()
+    start = time.perf_counter()
+    for _ in range(5):
+        frames = rig.render()
+    return frames, (time.perf_counter() - start) / 5
+
+a, reduced_s = timed(reduced)
+b, full_s = timed(full)
+print(json.dumps({
+    "faces": [int(full._model.mesh_facenum.sum()), int(reduced._model.mesh_facenum.sum())],
+    "mean_abs": {k: float(np.abs(a[k].astype(int) - b[k].astype(int)).mean()) for k in a},
+    "seconds": [full_s, reduced_s],
+}))
 """
 
 
-def render(h: int, w: int, fast: bool = False, **env: str | None) -> dict:
-    proc = run_child(RENDER_SO101, str(h), str(w), "1" if fast else "0", **env)
+def run_json(code: str, *args: str, **env: str | None) -> dict:
+    proc = run_child(code, *args, **env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -68,21 +104,33 @@ def render(h: int, w: int, fast: bool = False, **env: str | None) -> dict:
 @pytest.mark.slow
 class TestRendersForReal:
     def test_unset_picks_a_working_backend(self) -> None:
-        out = render(64, 64)
+        out = run_json(RENDER_SO101, "64", "64", "front")
         assert out["backend"] in ("egl", "osmesa")
         assert out["env"] == out["backend"]
-        assert out["shape"] == [64, 64, 3] and out["dtype"] == "uint8"
-        assert out["std"] > 5, "a real scene, not a blank frame"
+        frame = out["frames"]["observation.images.front"]
+        assert frame["shape"] == [64, 64, 3] and frame["dtype"] == "uint8"
+        assert frame["std"] > 5, "a real scene, not a blank frame"
 
     @pytest.mark.parametrize("backend", ["egl", "osmesa"])
-    def test_each_backend_renders_so101(self, backend: str) -> None:
+    def test_each_backend_renders_both_cameras(self, backend: str) -> None:
         reason = rendering.probe_gl_backend(backend)
         assert reason is None, (
             f"MUJOCO_GL={backend} does not work here ({reason}); {rendering.install_hint()}"
         )
-        out = render(96, 128, fast=True, MUJOCO_GL=backend)
+        out = run_json(RENDER_SO101, "96", "128", "front,wrist", MUJOCO_GL=backend)
         assert out["backend"] == backend, "an explicit MUJOCO_GL is kept"
-        assert out["shape"] == [96, 128, 3] and out["std"] > 5
+        assert set(out["frames"]) == {"observation.images.front", "observation.images.wrist"}
+        for frame in out["frames"].values():
+            assert frame["shape"] == [96, 128, 3] and frame["std"] > 5
+
+    def test_reduced_mesh_detail_looks_the_same_and_renders_faster(self) -> None:
+        out = run_json(COMPARE_DETAIL)
+        full_faces, reduced_faces = out["faces"]
+        assert reduced_faces < full_faces / 5, out
+        for key, mean_abs in out["mean_abs"].items():
+            assert mean_abs < 3.0, f"{key} differs by {mean_abs} grey levels on average: {out}"
+        full_s, reduced_s = out["seconds"]
+        print(f"render s/frame (2 cameras): full {full_s:.3f}, reduced {reduced_s:.3f}")
 
 
 class TestChoice:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lerobot_kfold import demo
 from lerobot_kfold.training import train_fold
@@ -75,3 +76,31 @@ class TestSimulatorEvaluation:
                 assert succeeded, f"expert failed on evaluation seed {seed}"
         finally:
             env.close()
+
+
+class TestCameraObservations:
+    def test_rollouts_feed_the_policy_what_training_fed_it(self, camera_demo_root):
+        """Same camera features, dtype, layout and range as a training batch after its conversion."""
+        from lerobot_kfold import fold_data, simulation
+        from lerobot_kfold.rollout import _observation_batch
+
+        dataset = fold_data.make_episode_dataset("local/cam", str(camera_demo_root), [0], None)
+        trained = fold_data.camera_frames_to_float(
+            torch.utils.data.default_collate([dataset[3]]), dataset.meta.camera_keys, "cpu"
+        )
+        spec = demo.recorded_cameras(demo.read_demo_metadata(camera_demo_root))
+        env = simulation.make_env(spec)
+        rig = simulation.CameraRig(env, spec)
+        try:
+            obs, _ = env.reset(seed=demo.evaluation_seeds(1)[0])
+            rolled = _observation_batch(obs, rig)
+        finally:
+            rig.close()
+            env.close()
+        observed = {k for k in trained if k.startswith("observation.")}
+        assert set(rolled) - {"task"} == observed
+        for key in observed:
+            assert rolled[key].dtype == trained[key].dtype == torch.float32, key
+            assert rolled[key].shape == trained[key].shape, key
+        for key in spec.keys:
+            assert float(rolled[key].min()) >= 0.0 and float(rolled[key].max()) <= 1.0

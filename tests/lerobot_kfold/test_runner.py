@@ -29,7 +29,7 @@ HOLDOUT_FRACTION = 0.2
 
 
 # Tiny training of the demo ACT (the "small" preset), one torch thread per fold.
-TRAINING = {"steps": 4, "batch_size": 8, "eval_every": 2, "save_every": 2}
+TRAINING = {"policy_preset": "small", "steps": 4, "batch_size": 8, "eval_every": 2, "save_every": 2}
 
 
 def _settings(root: Path, **overrides: Any) -> RunSettings:

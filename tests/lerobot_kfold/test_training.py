@@ -51,6 +51,31 @@ def _quiet(message: str) -> None:
     pass
 
 
+CAMERA_TRAIN = [2, 3, 4, 5, 6, 7]
+CAMERA_VAL = [0, 1]
+
+
+def _camera_config(root: Path, out: Path, **kwargs) -> FoldTrainingConfig:
+    """A camera fold of the small ACT (its ResNet-18 from scratch: no weights download in tests)."""
+    options = {
+        "policy_preset": "small",
+        "pretrained_backbone": False,
+        "steps": 4,
+        "batch_size": 8,
+        "eval_every": 4,
+        "save_every": 2,
+        "torch_threads": 1,
+    }
+    options.update(kwargs)
+    return FoldTrainingConfig(
+        dataset_root=str(root),
+        train_episodes=CAMERA_TRAIN,
+        val_episodes=CAMERA_VAL,
+        output_dir=str(out),
+        **options,
+    )
+
+
 def _normalizer_state(model_dir: Path) -> dict[str, np.ndarray]:
     """The statistics the saved pre-processor normalizes with (what the model actually sees)."""
     files = sorted(model_dir.glob("*normalizer*.safetensors"))
@@ -124,6 +149,62 @@ class TestFoldCorrectNormalization:
         assert not np.allclose(action_means[0], original_stats["action"]["mean"])
         # The held-out data did change, so validation sees it.
         assert a.metrics["val_l1"] != b.metrics["val_l1"]
+
+
+@pytest.mark.slow
+class TestCameraFold:
+    """A fold of a video dataset: its frames cached once, the same guarantees as a state-only fold."""
+
+    def test_held_out_data_does_not_change_the_statistics_the_model_sees(self, camera_demo_root, tmp_path):
+        changed = tmp_path / "changed"
+        shutil.copytree(camera_demo_root, changed)
+        _change_held_out_episodes(changed, CAMERA_VAL)
+        a = train_fold(
+            _camera_config(camera_demo_root, tmp_path / "a", steps=2, eval_every=2), progress=_quiet
+        )
+        b = train_fold(_camera_config(changed, tmp_path / "b", steps=2, eval_every=2), progress=_quiet)
+        seen_a = _normalizer_state(Path(a.checkpoints["last"]) / "pretrained_model")
+        seen_b = _normalizer_state(Path(b.checkpoints["last"]) / "pretrained_model")
+        assert seen_a.keys() == seen_b.keys()
+        assert any("observation.images.front" in key for key in seen_a), "cameras are normalized too"
+        for key in seen_a:
+            np.testing.assert_array_equal(seen_a[key], seen_b[key], err_msg=key)
+        assert a.metrics["val_l1"] != b.metrics["val_l1"]
+
+    def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(
+        self, camera_demo_root, tmp_path
+    ):
+        messages: list[str] = []
+        overrides = {**DEMO_ACT_OVERRIDES, "dropout": 0.1}
+        full = train_fold(
+            _camera_config(camera_demo_root, tmp_path / "full", policy_overrides=overrides),
+            progress=messages.append,
+        )
+        assert any("items memory" in m for m in messages), "the frames come from the fold's frame cache"
+        train_fold(
+            _camera_config(
+                camera_demo_root, tmp_path / "resumed", policy_overrides=overrides, stop_at_step=2
+            ),
+            progress=_quiet,
+        )
+        resumed = train_fold(
+            _camera_config(camera_demo_root, tmp_path / "resumed", policy_overrides=overrides),
+            progress=_quiet,
+        )
+        assert (resumed.resumed_from_step, resumed.steps_this_run) == (2, 2)
+        assert resumed.metrics == full.metrics
+        assert resumed.learning_curve == full.learning_curve
+        assert resumed.final_train_loss == full.final_train_loss
+
+    def test_the_frame_cache_trains_like_lerobots_streaming_reads(self, camera_demo_root, tmp_path):
+        """Same items, so the same training, bit for bit, as decoding every item from video per step."""
+        cached = train_fold(_camera_config(camera_demo_root, tmp_path / "cached", steps=2), progress=_quiet)
+        streamed = train_fold(
+            _camera_config(camera_demo_root, tmp_path / "streamed", steps=2, preload=False, num_workers=0),
+            progress=_quiet,
+        )
+        assert cached.metrics == streamed.metrics
+        assert cached.final_train_loss == streamed.final_train_loss
 
 
 class TestFoldResultBuilding:

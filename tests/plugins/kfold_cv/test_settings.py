@@ -12,9 +12,15 @@ DEMO = {"dataset_root": "datasets/so101_demo"}
 
 
 class TestDefaults:
-    def test_are_the_local_demo_on_a_given_dataset(self) -> None:
+    def test_are_lerobots_act_run_locally(self) -> None:
         settings = CVSettings.from_mapping(DEMO)
         assert (settings.compute.backend, settings.run.split.k) == ("local", 5)
+        training = settings.run.training
+        assert training.policy_fields() == {}, "lerobot's own ACT config, as lerobot-train builds it"
+        assert training.pretrained_backbone and training.mixed_precision == "no"
+
+    def test_the_small_demo_policy_is_a_named_preset(self) -> None:
+        settings = CVSettings.from_mapping({**DEMO, "policy_preset": "small"})
         assert settings.run.training.policy_fields() == DEMO_ACT_OVERRIDES
 
     def test_map_to_the_library_configs(self) -> None:
