@@ -33,7 +33,8 @@ from lerobot_kfold.atomic_io import write_json_atomic
 from lerobot_kfold.declared import build
 from lerobot_kfold.demo import read_demo_metadata
 from lerobot_kfold.fold_folder import ForeignFolderError
-from lerobot_kfold.results import FoldResult
+from lerobot_kfold.progress import read_progress
+from lerobot_kfold.results import FailedFold, FoldResult
 from lerobot_kfold.splits import (
     DatasetIdentity,
     EpisodeInfo,
@@ -66,6 +67,7 @@ _RESULT_KEYS = (
     "steps_per_s",
     "resumed_from_step",
     "final_train_loss",
+    "cost",
 )
 __all__ = ["ERROR_FILE", "PLAN_FILE", "RESULT_FILE", "fold_folder"]
 
@@ -287,8 +289,11 @@ def train_fold(
     config: dict[str, Any],
     on_checkpoint: Callable[[int], None] | None = None,
     say: Progress = progress,
+    channel: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one fold from a FoldTrainingConfig dict whose paths are storage paths.
+
+    ``channel`` receives the fold's progress records (see ``progress``), e.g. for the orchestrator.
 
     Re-running on the same output folder resumes from its last checkpoint, or returns the finished
     result. A failure in training leaves ``error.json`` in the fold folder (for aggregation) and
@@ -303,7 +308,7 @@ def train_fold(
     fold.output_dir = str(storage.resolve(fold.output_dir))
     error_file = Path(fold.output_dir) / ERROR_FILE
     try:
-        result = train(fold, progress=say, on_checkpoint=on_checkpoint)
+        result = train(fold, progress=say, on_checkpoint=on_checkpoint, channel=channel)
     except (ForeignFolderError, dataset_info.DatasetError):
         raise  # inputs refused before training: the folder may not be this fold's to write in
     except Exception as exc:
@@ -364,6 +369,12 @@ def planned_fold_result(run_folder: str, fold: Fold) -> FoldResult | None:
     return result
 
 
+def _with_last_progress(run_folder: str, failed: FailedFold) -> FailedFold:
+    """A failed fold with the last progress line it wrote (``progress.json``): how far it got."""
+    last = read_progress(storage.resolve(fold_folder(run_folder, failed.fold_id)))
+    return failed if last is None else dataclasses.replace(failed, last_progress=last.line())
+
+
 def aggregate(
     run_folder: str,
     plan: dict[str, Any],
@@ -408,6 +419,7 @@ def aggregate(
         summary,
         plan_hash=fold_plan.content_hash(),
         dataset={"repo_id": fold_plan.dataset.repo_id, "fingerprint": fold_plan.dataset.fingerprint},
+        failed_folds=[_with_last_progress(run_folder, failed) for failed in summary.failed_folds],
     )
     paths = write_outputs(summary, results, run_dir)
     say(f"aggregated {summary.totals.n_succeeded}/{summary.totals.n_folds} folds -> {paths['summary_json']}")

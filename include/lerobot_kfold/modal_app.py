@@ -14,6 +14,8 @@ Functions (the bodies are ``lerobot_kfold.jobs``; the Airflow side calls them by
   metadata fold planning needs.
 - ``train_fold``: on a GPU; one fold, its files under the run's folder on the Volume. The Volume is
   committed after every checkpoint, so a preempted or retried call resumes where the last one stopped.
+  Its progress goes to the ``modal.Dict`` ``progress.PROGRESS_DICT`` under the fold's storage folder,
+  where the Airflow side's trigger reads it into the deferred task's log.
 - ``aggregate``: on CPU; the summary files and report, written next to the folds.
 
 GPU type, timeout and retries set here are defaults; the caller overrides them per call with
@@ -28,7 +30,7 @@ from typing import Any
 
 import modal
 
-from lerobot_kfold import jobs
+from lerobot_kfold import jobs, progress
 
 APP_NAME = "lerobot-kfold"
 VOLUME_NAME = "lerobot-kfold"
@@ -69,6 +71,7 @@ image = (
             "HF_HOME": f"{VOLUME_MOUNT}/.cache/huggingface",
             "MUJOCO_GL": "osmesa",
             "PYTHONUNBUFFERED": "1",
+            progress.PROGRESS_DICT_ENV: progress.PROGRESS_DICT,
         }
     )
     .add_local_python_source("lerobot_kfold")
@@ -115,7 +118,18 @@ def prepare_dataset(
 )
 def train_fold(config: dict[str, Any]) -> dict[str, Any]:
     _reload()
-    return jobs.train_fold(config, on_checkpoint=_commit)
+    return jobs.train_fold(config, on_checkpoint=_commit, channel=progress_channel(config["output_dir"]))
+
+
+def progress_channel(fold_folder: str) -> progress.Channel | None:
+    """Where a fold publishes its progress: the named Dict of the image's environment, under the fold's
+    folder. None where the environment names none (the body run by the local backend or the CLI)."""
+    name = os.environ.get(progress.PROGRESS_DICT_ENV)
+    if not name:
+        return None
+    board = modal.Dict.from_name(name, create_if_missing=True)
+    key = progress.channel_key(fold_folder)
+    return lambda record: board.put(key, record)
 
 
 @app.function(volumes={VOLUME_MOUNT: volume}, cpu=1.0, timeout=1800)

@@ -36,6 +36,8 @@ def format_summary(summary: CVSummary) -> str:
     lines.append(f"best fold: {best.fold_id} ({best.metric} = {_fmt(best.value, '{:.5g}')})")
     lines += [f"FAILED fold {failed.fold_id}: {failed.error}" for failed in summary.failed_folds]
     lines += [f"warning: {warning}" for warning in summary.warnings]
+    if summary.cost is not None:
+        lines.append(f"cost: {summary.cost.describe()}")
     if summary.outputs:
         lines.append("")
         report = summary.outputs.get("report_html")

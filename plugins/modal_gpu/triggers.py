@@ -3,7 +3,9 @@
 The trigger holds only the call id and settings (it is serialized into the metadata database), waits
 with the hook's async polling loop (``ModalGPUHook.await_done``: ``get(timeout=0)`` checks and
 ``asyncio.sleep``, so the triggerer's event loop never blocks), and fires once: success with the call's
-result, or error with the remote exception's type and message.
+result, or error with the remote exception's type and message. With a progress channel (a ``modal.Dict``
+name and key) it logs what the job publishes there while it waits, and warns when that stops changing:
+the trigger's log is part of the deferred task's log, so the progress is read where the task is watched.
 
 ``on_kill`` runs when a user acts on the deferred task. Airflow does not say which action, so the trigger
 reads the task instance's state: marked failed or success (or skipped), the call is cancelled so no GPU
@@ -21,7 +23,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from modal_gpu.hooks import ModalGPUHook
+from modal_gpu.hooks import ModalGPUHook, ProgressChannel
 
 # Task-instance states after which a cancelled trigger's call has no one left to wait for it.
 FINISHED_STATES = {"failed", "success", "skipped", "upstream_failed", "removed"}
@@ -40,6 +42,9 @@ class ModalFunctionCallTrigger(BaseTrigger):
     :param first_check_after: seconds before the first status check (see ``ModalGPUOperator``).
     :param reattach_on_clear: the next try re-attaches to the call (a ``durable`` operator), so a clear
         leaves it running; ``False`` cancels on a clear as well.
+    :param progress_dict: name of the ``modal.Dict`` the job publishes its progress to (None: no progress).
+    :param progress_key: the job's key in it.
+    :param stall_after_s: warn when the progress has not changed for this many seconds (0: never).
     """
 
     def __init__(
@@ -50,8 +55,14 @@ class ModalFunctionCallTrigger(BaseTrigger):
         cancel_on_kill: bool = True,
         first_check_after: float = 0.0,
         reattach_on_clear: bool = True,
+        progress_dict: str | None = None,
+        progress_key: str | None = None,
+        stall_after_s: float = 0.0,
     ) -> None:
         super().__init__()
+        self.progress_dict = progress_dict
+        self.progress_key = progress_key
+        self.stall_after_s = stall_after_s
         self.first_check_after = first_check_after
         self.call_id = call_id
         self.modal_conn_id = modal_conn_id
@@ -69,8 +80,16 @@ class ModalFunctionCallTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
                 "first_check_after": self.first_check_after,
                 "reattach_on_clear": self.reattach_on_clear,
+                "progress_dict": self.progress_dict,
+                "progress_key": self.progress_key,
+                "stall_after_s": self.stall_after_s,
             },
         )
+
+    def progress_channel(self) -> ProgressChannel | None:
+        if not self.progress_dict or not self.progress_key:
+            return None
+        return ProgressChannel(self.progress_dict, self.progress_key, float(self.stall_after_s or 0))
 
     async def _hook(self) -> ModalGPUHook:
         """A hook whose client is built off the event loop (reading the connection may block)."""
@@ -86,7 +105,11 @@ class ModalFunctionCallTrigger(BaseTrigger):
             # No back-off here (first_delay = poll_interval): first_check_after already let short calls
             # finish, and a triggerer serving hundreds of folds should not poll each twice a second.
             status = await hook.await_done(
-                self.call_id, self.poll_interval, first_delay=self.poll_interval, log=self.log
+                self.call_id,
+                self.poll_interval,
+                first_delay=self.poll_interval,
+                log=self.log,
+                progress=self.progress_channel(),
             )
         except Exception as exc:  # e.g. the connection is gone, or Modal unreachable past the grace period
             yield TriggerEvent(

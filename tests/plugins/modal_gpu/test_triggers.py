@@ -80,6 +80,9 @@ class TestModalFunctionCallTriggerSerialization:
             "cancel_on_kill": True,
             "first_check_after": 0.0,
             "reattach_on_clear": True,
+            "progress_dict": None,
+            "progress_key": None,
+            "stall_after_s": 0.0,
         }
 
 
