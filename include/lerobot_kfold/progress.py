@@ -6,7 +6,8 @@ whether it was at step 90,000 or stuck. While it trains, :class:`ProgressPublish
 ``PROGRESS_EVERY_S`` seconds and at every validation, checkpoint, evaluation and the end, to:
 
 - the job's progress lines (``say``: stdout, so the Airflow task log on backend local and Modal's log);
-- the fold's folder (``progress.json``), which the report reads for a fold that never finished;
+- the fold's folder (``progress.json``, from the first training step on), which the report reads for a
+  fold that never finished;
 - a channel the orchestrator watches (``channel``): on Modal a key of the named ``modal.Dict``
   ``PROGRESS_DICT`` (``modal_app``); the ``ModalGPUOperator``'s trigger logs each new record's ``line``
   into the deferred task's log, so both backends show the same lines;
@@ -253,7 +254,8 @@ class ProgressPublisher:
 
     def _to_sinks(self, record: FoldProgress) -> None:
         data = record.to_dict()
-        if self.folder is not None:
+        # Not before training begins: a fold whose inputs are refused writes nothing in its folder.
+        if self.folder is not None and record.step is not None:
             try:
                 write_json_atomic(self.folder / PROGRESS_FILE, data)
             except OSError as exc:

@@ -92,9 +92,10 @@ class ModalFunctionCallTrigger(BaseTrigger):
         return ProgressChannel(self.progress_dict, self.progress_key, float(self.stall_after_s or 0))
 
     async def _hook(self) -> ModalGPUHook:
-        """A hook whose client is built off the event loop (reading the connection may block)."""
+        """A hook whose client and environment are read off the event loop (reading the connection may
+        block)."""
         hook = ModalGPUHook(modal_conn_id=self.modal_conn_id)
-        await asyncio.to_thread(lambda: hook.client)
+        await asyncio.to_thread(lambda: (hook.client, hook.environment_name))
         return hook
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
