@@ -557,7 +557,7 @@ def _build_servicer_class():
 
 def _dict_rpcs(api_pb2: Any, GRPCError: Any, Status: Any) -> type:
     """The RPCs of named `modal.Dict`s (modal 1.6.4: `from_name`, `put`, `get`, `pop`, `contains`,
-    `len`, `clear`), kept in memory. Keys and values stay in the client's serialized form: equal keys
+    `len`), kept in memory. Keys and values stay in the client's serialized form: equal keys
     serialize to equal bytes, and values go back to the reader exactly as the writer sent them.
     Ephemeral Dicts (`Dict.ephemeral`) are not served (they need heartbeats): the fallback names them.
     """
@@ -627,13 +627,6 @@ def _dict_rpcs(api_pb2: Any, GRPCError: Any, Status: Any) -> type:
         async def DictLen(self, stream) -> None:
             req = await stream.recv_message()
             await stream.send_message(api_pb2.DictLenResponse(len=len(self._dict(req.dict_id))))
-
-        async def DictClear(self, stream) -> None:
-            from google.protobuf.empty_pb2 import Empty
-
-            req = await stream.recv_message()
-            self._dict(req.dict_id).clear()
-            await stream.send_message(Empty())
 
     return FakeDicts
 

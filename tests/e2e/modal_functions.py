@@ -32,11 +32,11 @@ _FAILED_ONCE: set[str] = set()
 def before_training(config: dict[str, Any]) -> None:
     """What a run's markers make a fold's call do before it trains (nothing without a marker)."""
     run, fold = str(config.get("run_id")), config["fold_id"]
-    if HOLD_MARKER in run:
-        time.sleep(HOLD_SECONDS)
     if FLAKY_MARKER in run and fold == 0 and config["output_dir"] not in _FAILED_ONCE:
         _FAILED_ONCE.add(config["output_dir"])
         raise RuntimeError("flaky: the first call of fold 0 fails")
+    if HOLD_MARKER in run:
+        time.sleep(HOLD_SECONDS)
     if STALL_MARKER in run and fold == 1:
         time.sleep(STALL_SECONDS)
 
