@@ -6,8 +6,11 @@ the storage root, in this Airflow's worker. Set ``backend`` to ``modal`` to trai
 GPU (deploy ``include/lerobot_kfold/modal_app.py`` first and fill the ``modal_default`` connection).
 
 Deployment settings (environment): ``LEROBOT_KFOLD_STORAGE`` (local storage root),
-``LEROBOT_KFOLD_MAX_PARALLEL_FOLDS`` (folds of one run training at once, default 2; Airflow fixes it at
-parse time, so it is not a trigger-form field), ``LEROBOT_KFOLD_POLL_INTERVAL_S`` (Modal status checks).
+``LEROBOT_KFOLD_MAX_PARALLEL_FOLDS`` (the hard cap on folds of one run training at once, default 2; the
+form's ``max_parallel_folds`` may ask for fewer), ``LEROBOT_KFOLD_GPU_POOL`` (an Airflow pool capping
+folds across every run and DAG; create it with ``--include-deferred``), ``LEROBOT_KFOLD_POLL_INTERVAL_S``
+(Modal status checks), ``LEROBOT_KFOLD_GPU_PRICES`` (the price table's override, see
+``lerobot_kfold.cost``).
 """
 
 from __future__ import annotations
@@ -32,4 +35,5 @@ with DAG(
         use_params=True,
         max_parallel_folds=int(os.environ.get("LEROBOT_KFOLD_MAX_PARALLEL_FOLDS", "2")),
         poll_interval=float(os.environ.get("LEROBOT_KFOLD_POLL_INTERVAL_S", "15")),
+        gpu_pool=os.environ.get("LEROBOT_KFOLD_GPU_POOL") or None,
     )

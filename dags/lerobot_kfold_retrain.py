@@ -49,5 +49,9 @@ for dag_id, schedule in SCHEDULES.items():
         doc_md=__doc__,
     ):
         kfold_cross_validation(
-            "kfold_cv", settings=SETTINGS, max_parallel_folds=MAX_PARALLEL, summary_asset=summary_asset
+            "kfold_cv",
+            settings=SETTINGS,
+            max_parallel_folds=MAX_PARALLEL,
+            summary_asset=summary_asset,
+            gpu_pool=os.environ.get("LEROBOT_KFOLD_GPU_POOL") or None,
         )

@@ -46,6 +46,7 @@ from lerobot_kfold.results import (
     FoldResult,
     FoldRow,
     MetricStats,
+    RunCost,
     SuccessRates,
     Totals,
     finite_float,
@@ -205,6 +206,7 @@ def summarize(
     metrics, warnings = metric_statistics(names, folds, float(config.confidence), ratio)
     best = best_fold(folds, config)
     totals = count_totals(folds, len(missing_ids))
+    cost = run_cost(folds.rows)
     if totals.n_repeats > 1:
         warnings.append(
             f"{totals.n_repeats} repeats: folds of different repeats share held-out episodes and are not "
@@ -221,6 +223,7 @@ def summarize(
         warnings=warnings,
         success_rates=_success_rates(ok_results, float(config.confidence)),
         intervals=comparison.interval_methods(ok_results, len(folds.rows)),
+        cost=cost,
     )
 
 
@@ -309,6 +312,7 @@ def classify_folds(by_id: Mapping[int, FoldResult], missing_ids: list[int]) -> C
                 steps=result.steps,
                 wall_s=json_safe(result.wall_s),
                 best_step=result.best_step,
+                cost=result.cost,
             )
         )
         if result.ok:
@@ -433,6 +437,28 @@ def count_totals(folds: ClassifiedFolds, n_missing: int) -> Totals:
     )
 
 
+def run_cost(rows: Sequence[FoldRow]) -> RunCost | None:
+    """The run's cost over every fold that reports one, whatever its status (its GPU time was paid).
+
+    A fold that crashed reports none: its ``error.json`` has no cost, so the total is a lower bound then.
+    """
+    costs = [row.cost for row in rows if row.cost is not None]
+    if not costs:
+        return None
+    priced = [c for c in costs if c.usd is not None]
+    seen = [c.gpu_s for c in costs if c.gpu_s is not None]
+    return RunCost(
+        n_folds=len(costs),
+        total_wall_s=round(sum(c.wall_s for c in costs), 3),
+        total_cpu_s=round(sum(c.cpu_s for c in costs), 3),
+        total_gpu_s=round(sum(seen), 3) if seen else None,
+        total_usd=round(sum(c.usd for c in priced if c.usd is not None), 6) if priced else None,
+        n_priced=len(priced),
+        priced_gpus=sorted({c.priced_gpu for c in priced if c.priced_gpu}),
+        prices_as_of=next((c.prices_as_of for c in priced if c.prices_as_of), None),
+    )
+
+
 # Columns of folds.csv before the metric columns.
 _BASE_COLUMNS = [
     "fold_id",
@@ -448,6 +474,10 @@ _BASE_COLUMNS = [
     "best_step",
     "n_train_episodes",
     "n_val_episodes",
+    "accelerator",
+    "gpu_s",
+    "cpu_s",
+    "cost_usd",
 ]
 # The base columns read from a fold's full result (None for a fold without one).
 _RESULT_COLUMNS = _BASE_COLUMNS[_BASE_COLUMNS.index("steps") :]
@@ -495,6 +525,10 @@ def _result_columns(result: FoldResult | None) -> dict[str, Any]:
         "best_step": result.best_step,
         "n_train_episodes": None if result.train_episodes is None else len(result.train_episodes),
         "n_val_episodes": None if result.val_episodes is None else len(result.val_episodes),
+        "accelerator": None if result.cost is None else result.cost.accelerator,
+        "gpu_s": None if result.cost is None else result.cost.gpu_s,
+        "cpu_s": None if result.cost is None else result.cost.cpu_s,
+        "cost_usd": None if result.cost is None else result.cost.usd,
     }
 
 

@@ -46,7 +46,8 @@ from lerobot_kfold.comparison import CandidateFolds, compare, rank_correlation, 
 from lerobot_kfold.declared import build
 from lerobot_kfold.demo import read_demo_metadata
 from lerobot_kfold.fold_folder import ForeignFolderError
-from lerobot_kfold.results import CVSummary, FinalTest, FoldResult
+from lerobot_kfold.progress import read_progress
+from lerobot_kfold.results import CVSummary, FailedFold, FinalTest, FoldResult
 from lerobot_kfold.splits import (
     DatasetIdentity,
     EpisodeInfo,
@@ -79,6 +80,7 @@ _RESULT_KEYS = (
     "steps_per_s",
     "resumed_from_step",
     "final_train_loss",
+    "cost",
 )
 __all__ = ["ERROR_FILE", "PLAN_FILE", "RESULT_FILE", "fold_folder"]
 
@@ -424,8 +426,11 @@ def train_fold(
     on_checkpoint: Callable[[int], None] | None = None,
     say: Progress = progress,
     local_dataset_dir: str | None = None,
+    channel: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one fold from a FoldTrainingConfig dict whose paths are storage paths.
+
+    ``channel`` receives the fold's progress records (see ``progress``), e.g. for the orchestrator.
 
     Re-running on the same output folder resumes from its last checkpoint, or returns the finished
     result. A failure in training leaves ``error.json`` in the fold folder (for aggregation) and
@@ -445,7 +450,7 @@ def train_fold(
             fold.dataset_root = str(copy_to_local_disk(fold.dataset_root, Path(local_dataset_dir), say))
         else:
             fold.dataset_root = str(storage.resolve(fold.dataset_root))
-        result = train(fold, progress=say, on_checkpoint=on_checkpoint)
+        result = train(fold, progress=say, on_checkpoint=on_checkpoint, channel=channel)
     except (ForeignFolderError, dataset_info.DatasetError):
         raise  # inputs refused before training: the folder may not be this fold's to write in
     except Exception as exc:
@@ -535,6 +540,15 @@ def planned_fold_result(run_folder: str, fold: Fold, candidate: str = "") -> Fol
             "it was not averaged in",
         )
     return result
+
+
+def _with_last_progress(run_folder: str, failed: FailedFold, key: str = "") -> FailedFold:
+    """A failed fold with the last progress line it wrote (``progress.json``): how far it got.
+
+    ``key`` is the candidate's folder (``folder_key``), empty in a run of one candidate.
+    """
+    last = read_progress(storage.resolve(fold_folder(run_folder, failed.fold_id, key)))
+    return failed if last is None else dataclasses.replace(failed, last_progress=last.line())
 
 
 def aggregate(
@@ -627,6 +641,7 @@ def read_candidate(
         summary,
         plan_hash=fold_plan.content_hash(),
         dataset={"repo_id": fold_plan.dataset.repo_id, "fingerprint": fold_plan.dataset.fingerprint},
+        failed_folds=[_with_last_progress(run_folder, failed, key) for failed in summary.failed_folds],
     )
     return results, summary
 

@@ -18,6 +18,8 @@ Functions (the bodies are ``lerobot_kfold.jobs``; the Airflow side calls them by
   the last one stopped.
 - ``aggregate``: on CPU; the summary files and report, written next to the folds (with several
   candidates their comparison; with a refit's result, the final test). A refit runs as ``train_fold``.
+  A fold's progress goes to the ``modal.Dict`` ``progress.PROGRESS_DICT`` under the fold's storage
+  folder, where the Airflow side's trigger reads it into the deferred task's log.
 
 GPU type, timeout and retries set here are defaults; the caller overrides them per call with
 ``Function.with_options`` (the ModalGPUOperator does this from its ``gpu``/``timeout``/``retries``).
@@ -36,7 +38,7 @@ from typing import Any
 
 import modal
 
-from lerobot_kfold import backbone, jobs
+from lerobot_kfold import backbone, jobs, progress
 
 APP_NAME = "lerobot-kfold"
 VOLUME_NAME = "lerobot-kfold"
@@ -86,6 +88,7 @@ image = (
             "HF_HOME": f"{VOLUME_MOUNT}/.cache/huggingface",
             "TORCH_HOME": TORCH_HOME,
             "PYTHONUNBUFFERED": "1",
+            progress.PROGRESS_DICT_ENV: progress.PROGRESS_DICT,
         }
     )
     .run_commands(BAKE_BACKBONE)
@@ -140,7 +143,23 @@ def prepare_dataset(
 def train_fold(config: dict[str, Any]) -> dict[str, Any]:
     _reload()
     local = None if modal.is_local() else LOCAL_DATASETS  # the local backend reads storage directly
-    return jobs.train_fold(config, on_checkpoint=_commit, local_dataset_dir=local)
+    return jobs.train_fold(
+        config,
+        on_checkpoint=_commit,
+        local_dataset_dir=local,
+        channel=progress_channel(config["output_dir"]),
+    )
+
+
+def progress_channel(fold_folder: str) -> progress.Channel | None:
+    """Where a fold publishes its progress: the named Dict of the image's environment, under the fold's
+    folder. None where the environment names none (the body run by the local backend or the CLI)."""
+    name = os.environ.get(progress.PROGRESS_DICT_ENV)
+    if not name:
+        return None
+    board = modal.Dict.from_name(name, create_if_missing=True)
+    key = progress.channel_key(fold_folder)
+    return lambda record: board.put(key, record)
 
 
 @app.function(volumes={VOLUME_MOUNT: volume}, cpu=1.0, timeout=1800)

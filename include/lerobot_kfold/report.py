@@ -244,6 +244,10 @@ def render_html(summary: CVSummary, png: bytes | None = None, comparison_png: by
         parts.append(_failed_table(summary.failed_folds))
     parts.append("<h2>Folds</h2>")
     parts.append(_folds_table(summary))
+    if summary.cost is not None:
+        parts.append("<h2>Cost</h2>")
+        parts.append(f"<p>Estimated cost: {html.escape(summary.cost.describe())}.</p>")
+        parts.append(_cost_table(summary))
     if png is not None:
         data = base64.b64encode(png).decode("ascii")
         parts.append(
@@ -300,11 +304,32 @@ def _failed_table(failed_folds: Sequence[FailedFold]) -> str:
     rows = [
         (
             "failed",
-            [_fmt(f.fold_id), _fmt(f.repeat), _fmt(f.index), f"<pre>{html.escape(str(f.error))}</pre>"],
+            [
+                _fmt(f.fold_id),
+                _fmt(f.repeat),
+                _fmt(f.index),
+                f"<pre>{html.escape(str(f.error))}</pre>",
+                _fmt(f.last_progress),
+            ],
         )
         for f in failed_folds
     ]
-    return _table(["fold", "repeat", "index", "error"], rows, left=4)
+    return _table(["fold", "repeat", "index", "error", "last progress"], rows, left=5)
+
+
+def _cost_table(summary: CVSummary) -> str:
+    """One row per fold that reports a cost: where it ran, what it used, its dollar estimate."""
+    rows = []
+    for row in summary.folds:
+        c = row.cost
+        if c is None:
+            continue
+        where = c.device if c.accelerator is None else f"{c.accelerator} x {c.accelerator_count}"
+        usd = "–" if c.usd is None else f"${c.usd:,.4f}"
+        cells = [_fmt(row.fold_id), html.escape(where), _fmt(c.priced_gpu), _fmt(c.cpu_cores)]
+        rows.append(("", [*cells, _fmt(c.wall_s), _fmt(c.gpu_s), _fmt(c.cpu_s), usd]))
+    header = ["fold", "ran on", "priced as", "CPU cores", "wall s", "GPU-s", "CPU-s", "est. USD"]
+    return _table(header, rows, left=3)
 
 
 def _folds_table(summary: CVSummary) -> str:

@@ -7,10 +7,12 @@ library reads attributes. Values become dicts only where they cross JSON, XCom o
 (``to_dict``), and the dicts keep the keys the files always had (``result.json``, ``error.json``,
 ``summary.json``), so older files, the report and external readers keep working.
 
-- :class:`FoldResult`: what training one fold produced (or why it failed: :meth:`FoldResult.failed`).
+- :class:`FoldResult`: what training one fold produced (or why it failed: :meth:`FoldResult.failed`),
+  with what it cost (:class:`FoldCost`).
 - :class:`CVSummary`: per-metric statistics (:class:`MetricStats`), the best fold (:class:`BestFold`),
   the failed folds (:class:`FailedFold`), one row per fold (:class:`FoldRow`) and counts
-  (:class:`Totals`). Built by :func:`lerobot_kfold.aggregate.summarize`.
+  (:class:`Totals`), and the run's cost (:class:`RunCost`). Built by
+  :func:`lerobot_kfold.aggregate.summarize`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "Comparison",
     "FailedFold",
     "FinalTest",
+    "FoldCost",
     "FoldResult",
     "FoldRow",
     "IntervalMethods",
@@ -46,6 +49,7 @@ __all__ = [
     "PooledRolloutTest",
     "RankCorrelation",
     "RateInterval",
+    "RunCost",
     "Selection",
     "SuccessRates",
     "Totals",
@@ -121,6 +125,60 @@ _OPT_NUMBER = (_optional(is_real_scalar), "a number or null")
 _OPT_STR = (_optional(_is_str), "a string or null")
 _OPT_INTS = (_optional(_list_of(_is_int)), "a list of integers or null")
 _OPT_NUMBERS = (_optional(_list_of(is_real_scalar)), "a list of numbers or null")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FoldCost:
+    """Where one fold ran and what it used, measured where it ran; dollars only where a GPU is priced.
+
+    ``usd`` is the wall time of the call that finished the fold times the price of the requested GPU
+    (``priced_gpu``, what Modal bills); a resumed fold's earlier calls are not added. Backend local and
+    the CLI price nothing: ``usd`` is None there and ``cpu_s`` is the number to read.
+    """
+
+    # torch's device ("cuda", "cpu", "mps"), the GPU model and count the process saw, and its CPU cores.
+    device: str
+    accelerator: str | None = None
+    accelerator_count: int = 0
+    cpu_cores: int = 1
+    wall_s: float
+    # CPU time of the fold's process (all threads); GPU-seconds as seen (wall x GPUs, None without one).
+    cpu_s: float
+    gpu_s: float | None = None
+    priced_gpu: str | None = None
+    usd_per_s: float | None = None
+    usd: float | None = None
+    prices_as_of: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "device": (_is_str, "a string"),
+            "accelerator": _OPT_STR,
+            "accelerator_count": _INT,
+            "cpu_cores": _INT,
+            "wall_s": (is_real_scalar, "a number"),
+            "cpu_s": (is_real_scalar, "a number"),
+            "gpu_s": _OPT_NUMBER,
+            "priced_gpu": _OPT_STR,
+            "usd_per_s": _OPT_NUMBER,
+            "usd": _OPT_NUMBER,
+            "prices_as_of": _OPT_STR,
+        }
+        for name, (check, expected) in checks.items():
+            if not check(getattr(self, name)):
+                raise ValueError(f"fold cost field {name!r} must be {expected}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FoldCost:
+        if not _is_str_mapping(data):
+            raise ValueError(f"fold result field 'cost' must be an object, got {data!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise ValueError(f"fold result field 'cost' is incomplete: {exc}") from None
+
+
 _FOLD_RESULT_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fold_id": _INT,
     "repeat": _OPT_INT,
@@ -154,6 +212,7 @@ _FOLD_RESULT_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     # FoldTrainingConfig.resume_key(): the settings themselves (an object); a hash string is fine too.
     "resume_key": (_optional(lambda v: isinstance(v, dict | str)), "an object of settings or null"),
     "sim": (_optional(_is_str_mapping), "an object or null"),
+    "cost": (_optional(lambda v: isinstance(v, FoldCost)), "an object of cost fields or null"),
 }
 
 
@@ -203,6 +262,8 @@ class FoldResult:
     resume_key: dict[str, Any] | None = None
     # Closed-loop rollout details (seeds, successes, seconds) when the simulator evaluation ran.
     sim: dict[str, Any] | None = None
+    # Where it ran and what it used (None in results written before cost was recorded).
+    cost: FoldCost | None = None
 
     def __post_init__(self) -> None:
         for name, (check, expected) in _FOLD_RESULT_CHECKS.items():
@@ -255,6 +316,8 @@ class FoldResult:
         kwargs = {f.name: data[f.name] for f in dataclasses.fields(cls) if data.get(f.name) is not None}
         kwargs["metrics"] = {str(k): float(v) for k, v in (metrics or {}).items() if is_real_scalar(v)}
         try:
+            if "cost" in kwargs:
+                kwargs["cost"] = FoldCost.from_dict(kwargs["cost"])
             return cls(**kwargs)
         except ValueError as exc:
             raise ValueError(f"{where}{exc}") from None
@@ -323,6 +386,8 @@ class FailedFold:
     repeat: int | None
     index: int | None
     error: str
+    # The last progress line the fold wrote to its folder (how far it got), when there is one.
+    last_progress: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,6 +403,7 @@ class FoldRow:
     steps: int | None
     wall_s: float | None
     best_step: int | None
+    cost: FoldCost | None = None
 
     @property
     def ok(self) -> bool:
@@ -548,6 +614,34 @@ class FinalTest:
     note: str
 
 
+class RunCost:
+    """A run's cost over the folds that report one (any status: their time was paid; a crashed fold
+    has none)."""
+
+    n_folds: int
+    total_wall_s: float
+    total_cpu_s: float
+    # None when no fold saw a GPU, or none was priced (backend local, the CLI).
+    total_gpu_s: float | None
+    total_usd: float | None
+    # Folds with a dollar estimate, the GPU types they were priced as, the price table's date.
+    n_priced: int
+    priced_gpus: list[str]
+    prices_as_of: str | None
+
+    def describe(self) -> str:
+        """One line for people: dollars when folds were priced (backend modal), and the seconds used."""
+        used = f"{self.total_wall_s:,.0f} s wall, {self.total_cpu_s:,.0f} CPU-seconds"
+        if self.total_gpu_s is not None:
+            used += f", {self.total_gpu_s:,.0f} GPU-seconds"
+        if self.total_usd is None:
+            return f"{self.n_folds} folds: {used}; no GPU price applies (not run on Modal)"
+        return (
+            f"about ${self.total_usd:,.2f} for {self.n_priced} of {self.n_folds} folds "
+            f"({', '.join(self.priced_gpus)} at the prices of {self.prices_as_of}, GPU time only); {used}"
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class CVSummary:
     """The cross-validation summary: what ``summary.json`` holds and the aggregate task's XCom carries.
@@ -584,6 +678,8 @@ class CVSummary:
     comparison: Comparison | None = None
     # The chosen candidate refit and tested once (``refit``).
     final_test: FinalTest | None = None
+    # What the folds cost (None when no fold reports a cost, e.g. results of older runs).
+    cost: RunCost | None = None
 
     def to_dict(self, *, include_folds: bool = True) -> dict[str, Any]:
         """The JSON form (``summary.json``); passes ``json.dumps(allow_nan=False)``.
@@ -608,6 +704,8 @@ class CVSummary:
         if self.outputs:
             out["outputs"] = dict(self.outputs)
         out.update(self._selection_parts(include_folds))
+        if self.cost is not None:
+            out["cost"] = asdict(self.cost)
         return json_safe(out)
 
     def _selection_parts(self, include_folds: bool) -> dict[str, Any]:
@@ -641,13 +739,14 @@ class CVSummary:
                 },
                 best_fold=_build(BestFold, _required(data, "best_fold", where), where),
                 failed_folds=[_build(FailedFold, f, where) for f in data.get("failed_folds") or []],
-                folds=[_build(FoldRow, row, where) for row in data.get("folds") or []],
+                folds=[_fold_row(row, where) for row in data.get("folds") or []],
                 warnings=[str(w) for w in data.get("warnings") or []],
                 plan_hash=data.get("plan_hash"),
                 dataset=data.get("dataset"),
                 wall_s=data.get("wall_s"),
                 run_folder=data.get("run_folder"),
                 outputs=dict(data.get("outputs") or {}),
+                cost=None if data.get("cost") is None else _build(RunCost, data["cost"], where),
                 **_selection_parts(data, where),
             )
         except TypeError as exc:
@@ -694,8 +793,18 @@ def _required(data: Mapping[str, Any], key: str, where: str) -> Any:
     return data[key]
 
 
+def _fold_row(data: Any, where: str) -> FoldRow:
+    row = _build(FoldRow, data, where)
+    if row.cost is None:
+        return row
+    try:
+        return dataclasses.replace(row, cost=FoldCost.from_dict(row.cost))
+    except ValueError as exc:
+        raise ValueError(f"{where}fold {row.fold_id}: {exc}") from None
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
-    """A summary part from its dict: every field of ``cls`` required, unknown keys ignored."""
+    """A summary part from its dict: fields of ``cls`` without a default required, unknown keys ignored."""
     data = _mapping(data, f"a {cls.__name__} entry", where)
     fields = dataclasses.fields(cls)
     names = [f.name for f in fields]

@@ -51,6 +51,8 @@ def format_summary(summary: CVSummary) -> str:
     if summary.final_test is not None:
         lines += _final_test_lines(summary.final_test)
     lines += [f"warning: {warning}" for warning in summary.warnings]
+    if summary.cost is not None:
+        lines.append(f"cost: {summary.cost.describe()}")
     if summary.outputs:
         lines.append("")
         report = summary.outputs.get("report_html")

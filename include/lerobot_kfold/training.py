@@ -10,6 +10,8 @@ what k-fold needs and ``lerobot-train`` lacks:
 - validation on the held-out episodes in action units, with a learning curve and the best checkpoint;
 - sample-exact resume from the last checkpoint when the same fold runs again on the same folder;
 - optional closed-loop evaluation in the simulator and optional W&B logging;
+- live progress (``progress``: the logs, the fold's folder, the orchestrator's channel, W&B) and what
+  the fold cost where it ran (``cost``);
 - a typed :class:`~lerobot_kfold.results.FoldResult` (JSON through ``to_dict``) that aggregation,
   Airflow XCom and Modal can carry.
 
@@ -35,10 +37,12 @@ import torch
 
 from lerobot_kfold import checkpoints, dataset_info, fold_data
 from lerobot_kfold.atomic_io import write_json_atomic
+from lerobot_kfold.cost import GpuPrice, UsageMeter, cpu_cores_here, fold_cost
 from lerobot_kfold.fold_folder import ForeignFolderError, check_fold_folder
 from lerobot_kfold.fold_state import FoldState
 from lerobot_kfold.policy_config import make_policy_config
-from lerobot_kfold.results import INTERRUPTED, OK, FoldResult
+from lerobot_kfold.progress import Channel, ProgressPublisher
+from lerobot_kfold.results import INTERRUPTED, OK, FoldCost, FoldResult
 from lerobot_kfold.storage import RESULT_FILE
 from lerobot_kfold.training_config import FoldTrainingConfig
 from lerobot_kfold.validation import validate
@@ -181,13 +185,15 @@ def train_fold(
     config: FoldTrainingConfig,
     progress: Progress | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    channel: Channel | None = None,
 ) -> FoldResult:
     """Train and validate one fold; resume from ``output_dir`` when it holds a checkpoint.
 
     Returns the fold result (also written to ``output_dir/result.json``). A run stopped by
     ``stop_at_step`` returns ``status == "interrupted"``: running it again continues from there.
     ``on_checkpoint(step)`` runs after each checkpoint is on disk and after the result is written:
-    on Modal it commits the Volume, so a preempted or retried call resumes from there.
+    on Modal it commits the Volume, so a preempted or retried call resumes from there. ``channel``
+    receives each progress record (on Modal: the progress Dict the orchestrator's trigger watches).
 
     The steps run in a fixed order that the exact-resume guarantee depends on (every random draw of a
     fresh run happens at the same point in a resumed one): build the fold, resume from its checkpoint,
@@ -199,31 +205,49 @@ def train_fold(
         say(f"{config.label}: already finished in {config.output_dir}; reusing its result")
         return finished
 
-    started = time.perf_counter()
-    fold = build_fold(config, say)
-    resumed = resume(fold, config, say)
-    loop = start_loop(fold, config, resumed.step)
-    if resumed.checkpoint is not None:
-        # Restore the RNG last: building the accelerator, loaders and tracker above may draw from it,
-        # and the fresh run drew those numbers *before* its first step, not at the checkpoint.
-        _restore_rng(resumed.checkpoint)
-    try:
-        outcome = training_loop(fold, loop, resumed.state, config, resumed.step, say, on_checkpoint)
-    finally:
-        loop.wandb.finish()
-    rollout = None
-    if outcome.status == OK and config.sim_eval_episodes > 0:
-        rollout = evaluate_in_simulator(fold, loop, config, say)
-    result = fold_result(
-        config,
-        resumed.state,
-        outcome,
-        device=fold.device,
-        resumed_from=resumed.resumed_from,
-        wall_s=round(time.perf_counter() - started, 3),
-        rollout=rollout,
+    meter = UsageMeter.start()
+    publisher = ProgressPublisher(
+        config.fold_id,
+        config.steps,
+        say=say,
+        label=config.label,
+        folder=config.output_path,
+        channel=channel,
+        stall_after_s=config.stall_after_s,
     )
-    return finish(config, result, on_checkpoint)
+    try:
+        fold = build_fold(config, say)
+        resumed = resume(fold, config, say)
+        loop = start_loop(fold, config, resumed.step, publisher)
+        if resumed.checkpoint is not None:
+            # Restore the RNG last: building the accelerator, loaders and tracker above may draw from it,
+            # and the fresh run drew those numbers *before* its first step, not at the checkpoint.
+            _restore_rng(resumed.checkpoint)
+        try:
+            outcome = training_loop(fold, loop, resumed.state, config, resumed.step, on_checkpoint)
+        finally:
+            publisher.wandb_log = None  # the W&B run ends here; later records go to the other sinks
+            loop.wandb.finish()
+        rollout = None
+        if outcome.status == OK and config.sim_eval_episodes > 0:
+            rollout = evaluate_in_simulator(fold, loop, config, say)
+        price = None if config.gpu_price is None else GpuPrice.from_dict(config.gpu_price)
+        usage = fold_cost(meter, fold.device, price)
+        result = fold_result(
+            config,
+            resumed.state,
+            outcome,
+            device=fold.device,
+            resumed_from=resumed.resumed_from,
+            wall_s=usage.wall_s,
+            rollout=rollout,
+            cost=usage,
+        )
+        result = finish(config, result, on_checkpoint)
+        publisher.finished(result.steps)
+        return result
+    finally:
+        publisher.close()
 
 
 # ------------------------------------------------------------------------------------ build the fold
@@ -245,6 +269,16 @@ class BuiltFold:
     camera_keys: list[str]
 
 
+def torch_threads_here(config: FoldTrainingConfig) -> int | None:
+    """The fold's torch threads, decided on the machine that trains it: ``torch_threads``, else an equal
+    share of this machine's CPU cores among ``folds_sharing_cpus`` folds, else None (torch's default)."""
+    if config.torch_threads is not None:
+        return config.torch_threads
+    if config.folds_sharing_cpus is not None:
+        return max(1, cpu_cores_here() // config.folds_sharing_cpus)
+    return None
+
+
 def _check_inputs(config: FoldTrainingConfig) -> str:
     """Fail fast on a missing, incomplete or other dataset, or features the policy cannot use.
 
@@ -253,8 +287,9 @@ def _check_inputs(config: FoldTrainingConfig) -> str:
     dataset_info.check_dataset_files(config.dataset_root)
     dataset_info.check_policy_features(config.dataset_root, config.policy_type)
     dataset_info.check_fingerprint(config.dataset_root, config.dataset_fingerprint)
-    if config.torch_threads is not None:
-        torch.set_num_threads(config.torch_threads)
+    threads = torch_threads_here(config)
+    if threads is not None:
+        torch.set_num_threads(threads)
     device = resolve_device(config.device)
     config.output_path.mkdir(parents=True, exist_ok=True)
     return device
@@ -374,7 +409,7 @@ def _restore_rng(checkpoint: Path) -> None:
 
 @dataclass
 class TrainingLoop:
-    """The accelerator-prepared policy and optimizer, the loaders, lerobot's tracker and W&B."""
+    """The accelerator-prepared policy and optimizer, the loaders, lerobot's tracker, W&B and progress."""
 
     accelerator: Any
     policy: Any
@@ -385,6 +420,7 @@ class TrainingLoop:
     val_loader: Any
     tracker: Any
     wandb: _WandbRun
+    progress: ProgressPublisher
 
 
 @dataclass(frozen=True)
@@ -395,7 +431,9 @@ class LoopOutcome:
     steps_this_run: int
 
 
-def start_loop(fold: BuiltFold, config: FoldTrainingConfig, step: int) -> TrainingLoop:
+def start_loop(
+    fold: BuiltFold, config: FoldTrainingConfig, step: int, progress: ProgressPublisher
+) -> TrainingLoop:
     """Prepare policy and optimizer with accelerate, make the loaders, the tracker and the W&B run."""
     from accelerate import Accelerator
     from lerobot.utils.logging_utils import MetricsTracker
@@ -423,6 +461,8 @@ def start_loop(fold: BuiltFold, config: FoldTrainingConfig, step: int) -> Traini
         initial_step=step,
         accelerator=accelerator,
     )
+    wandb = _WandbRun(config)
+    progress.wandb_log = wandb.log if config.wandb_mode != "disabled" else None
     return TrainingLoop(
         accelerator=accelerator,
         policy=policy,
@@ -432,7 +472,8 @@ def start_loop(fold: BuiltFold, config: FoldTrainingConfig, step: int) -> Traini
         loader=loader,
         val_loader=val_loader,
         tracker=tracker,
-        wandb=_WandbRun(config),
+        wandb=wandb,
+        progress=progress,
     )
 
 
@@ -442,17 +483,18 @@ def training_loop(
     state: FoldState,
     config: FoldTrainingConfig,
     step: int,
-    say: Progress,
     on_checkpoint: Callable[[int], None] | None,
 ) -> LoopOutcome:
-    """lerobot's update step until ``config.steps`` (or ``stop_at_step``), validating and checkpointing."""
+    """lerobot's update step until ``config.steps`` (or ``stop_at_step``), validating and checkpointing.
+
+    Progress is published at every validation and checkpoint, and on the publisher's time rhythm.
+    """
     from lerobot.utils.utils import cycle
 
     batches = cycle(loop.loader)
     first_step = step
     loop_started = time.perf_counter()
-    rate_mark = (step, loop_started)
-    report_every = max(1, config.steps // 10)
+    loop.progress.begin(step)
     loop.policy.train()
     while step < config.steps:
         loss = _update(fold, loop, next(batches))
@@ -460,14 +502,10 @@ def training_loop(
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {step}; lower learning_rate.")
         state.record_train_loss(loss)
+        loop.progress.train_step(step, loss)
 
         if loop.val_loader is not None and (step % config.eval_every == 0 or step == config.steps):
-            validation_step(fold, loop, state, config, step, say)
-        elif step % report_every == 0:
-            now = time.perf_counter()
-            rate = (step - rate_mark[0]) / max(now - rate_mark[1], 1e-9)
-            rate_mark = (step, now)
-            say(f"{config.label}: step {step}/{config.steps} loss {loss:.4f} ({rate:.1f} steps/s)")
+            validation_step(fold, loop, state, config, step)
 
         stopping = config.stop_at_step is not None and step >= config.stop_at_step and step < config.steps
         if step % config.save_every == 0 or step == config.steps or stopping:
@@ -476,6 +514,7 @@ def training_loop(
             _save_checkpoint(fold, loop, state, config, step)
             if on_checkpoint is not None:
                 on_checkpoint(step)
+            loop.progress.checkpoint(step)
         if stopping:
             return LoopOutcome(INTERRUPTED, step, step - first_step)
     return LoopOutcome(OK, step, step - first_step)
@@ -505,7 +544,6 @@ def validation_step(
     state: FoldState,
     config: FoldTrainingConfig,
     step: int,
-    say: Progress,
 ) -> None:
     """Validate on the held-out episodes, extend the learning curve, keep the best model on disk."""
     metrics = validate(
@@ -521,10 +559,7 @@ def validation_step(
         )
     train_loss = point["train_loss"]
     loop.wandb.log({"train/loss": train_loss, **{f"eval/{k}": v for k, v in point.items()}}, step)
-    say(
-        f"{config.label}: step {step}/{config.steps} train loss {train_loss:.4f} "
-        f"val L1 {metrics.val_l1:.5f} (normalized {metrics.val_l1_normalized:.4f})"
-    )
+    loop.progress.validation(step, metrics.val_l1, metrics.val_l1_normalized)
 
 
 def _save_checkpoint(
@@ -554,6 +589,7 @@ def evaluate_in_simulator(
     from lerobot_kfold.rollout import evaluate_in_simulator as rollouts
 
     say(f"{config.label}: closed-loop evaluation on {config.sim_eval_episodes} unseen seeds")
+    loop.progress.evaluating(config.steps)
     rollout = rollouts(
         loop.unwrapped,
         fold.preprocessor,
@@ -576,6 +612,7 @@ def fold_result(
     resumed_from: int | None,
     wall_s: float,
     rollout: RolloutMetrics | None = None,
+    cost: FoldCost | None = None,
 ) -> FoldResult:
     """The fold's result from its training state: metrics of the last validation, best, curve, files."""
     last = state.last_validation
@@ -618,6 +655,7 @@ def fold_result(
         output_dir=str(output_dir),
         resume_key=config.resume_key(),
         sim=None if rollout is None else rollout.as_dict(),
+        cost=cost,
     )
 
 

@@ -174,6 +174,14 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
     seed: int = 0
     # torch threads for this process (None: torch's default). Set 1 when folds run in parallel.
     torch_threads: int | None = None
+    # Folds training at once on the machine this fold runs on: without torch_threads, the fold takes an
+    # equal share of that machine's CPU cores as torch threads, counted there (None: torch's default).
+    folds_sharing_cpus: int | None = None
+    # The price of the GPU this fold's call was requested with (cost.GpuPrice.to_dict()); None: no dollars.
+    gpu_price: dict[str, Any] | None = None
+    # Report the fold as stalled when its progress has not moved for this many seconds (None: no watch
+    # in the fold's process; on Modal the orchestrator's trigger watches instead).
+    stall_after_s: float | None = None
     # DataLoader workers; None: 0 when the fold's data is in memory (preloaded, or its frames cached),
     # lerobot-train's default (4, at most the CPU count) when items are decoded from video per step.
     num_workers: int | None = None
@@ -211,8 +219,20 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
                 f"episodes {overlap[:10]} are in both train_episodes and val_episodes; that would leak "
                 "the validation data into training. Plan folds with lerobot_kfold.splits."
             )
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads!r}.")
+        for name in ("torch_threads", "folds_sharing_cpus"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)!r}.")
+        if self.stall_after_s is not None and not self.stall_after_s > 0:
+            raise ValueError(f"stall_after_s must be above 0 or None, got {self.stall_after_s!r}.")
+        if self.gpu_price is not None:
+            from lerobot_kfold.cost import GpuPrice
+
+            try:
+                GpuPrice.from_dict(self.gpu_price)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"gpu_price must be cost.GpuPrice.to_dict(), got {self.gpu_price!r} ({exc})."
+                ) from None
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}.")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.steps:
@@ -252,6 +272,9 @@ class FoldTrainingConfig(TrainingSettings, EvaluationSettings):
             "fold_index",
             "output_dir",
             "torch_threads",
+            "folds_sharing_cpus",
+            "gpu_price",
+            "stall_after_s",
             "num_workers",
             "preload",
             "frame_cache_gb",

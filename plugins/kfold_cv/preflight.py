@@ -2,8 +2,10 @@
 
 It builds the run's settings from the trigger form's Params and the task group's constants, refuses conf
 keys that are no setting, applies the rules that need the training stack, and checks what the chosen
-backend needs: locally the storage root, the dataset and a W&B key; on Modal the connection and the
-deployed app. What passes is handed on as plain values (XCom).
+backend needs: locally the storage root, the dataset and a W&B key; on Modal the cost (the worst case
+against ``max_cost_usd``, and an estimate from steps when a throughput is known), the connection and the
+deployed app. The run's ``max_parallel_folds`` must fit the deployment's hard cap. What passes is handed
+on as plain values (XCom).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from kfold_cv import wandb_key
 from kfold_cv.settings import SETTING_NAMES, CVSettings
-from lerobot_kfold import storage
+from lerobot_kfold import cost, storage
 from lerobot_kfold.declared import split_known
 from lerobot_kfold.run_settings import flatten
 from modal_gpu.hooks import ModalGPUHook
@@ -36,15 +38,27 @@ def run_values(
 
 
 def validate_run(
-    values: Mapping[str, Any], run_folder: str, *, app_name: str, modal_conn_id: str
+    values: Mapping[str, Any],
+    run_folder: str,
+    *,
+    app_name: str,
+    modal_conn_id: str,
+    parallel_cap: int,
 ) -> dict[str, Any]:
-    """Check everything, then return what the later tasks read from XCom."""
+    """Check everything, then return what the later tasks read from XCom.
+
+    :param parallel_cap: the deployment's hard cap on folds of one run at once.
+    """
     cv = CVSettings.from_mapping(values)
     cv.check()
+    parallel = folds_at_once(cv, parallel_cap)
+    price = None
     if cv.compute.backend == "local":
         check_local(cv, run_folder)
         wandb_key.check_key_available(cv.run.training.wandb_mode, wandb_key.connection_id())
+        print("cost: backend local trains on this deployment's CPUs: no GPU bill; folds report CPU-seconds")
     else:
+        price = check_cost(cv)
         check_modal(app_name, modal_conn_id)
     print(f"k-fold settings: {cv.to_dict()}")
     names = [candidate.name for candidate in cv.run.candidates()]
@@ -57,7 +71,10 @@ def validate_run(
         "backend": cv.compute.backend,
         "gpu": cv.compute.gpu,
         "timeout_s": cv.compute.timeout_s,
+        "max_parallel_folds": parallel,
+        "stall_after_s": cv.compute.stall_after_s,
         "run_folder": run_folder,
+        "fold_execution": fold_execution(cv, parallel, price),
         "prepare_kwargs": {
             "dataset_root": cv.run.dataset.dataset_root,
             "repo_id": cv.run.dataset.dataset_repo_id,
@@ -67,6 +84,57 @@ def validate_run(
             "sim_eval_episodes": cv.run.evaluation.sim_eval_episodes,
         },
     }
+
+
+def fold_execution(cv: CVSettings, parallel: int, price: cost.GpuPrice | None) -> dict[str, Any]:
+    """How each fold runs (``FoldTrainingConfig`` execution fields), decided here only where it can be.
+
+    Local folds share the worker's cores among ``parallel`` folds (counted on the worker that trains
+    them) and watch their own progress for a stall; Modal folds get their GPU's price, and their
+    trigger watches for the stall.
+    """
+    local = cv.compute.backend == "local"
+    return {
+        "folds_sharing_cpus": parallel if local else None,
+        "gpu_price": None if price is None else price.to_dict(),
+        "stall_after_s": float(cv.compute.stall_after_s) if local and cv.compute.stall_after_s else None,
+    }
+
+
+def folds_at_once(cv: CVSettings, cap: int) -> int:
+    """The run's ``max_parallel_folds`` (0: the cap), refused when it is above the deployment's cap."""
+    wanted = cv.compute.max_parallel_folds
+    if wanted > cap:
+        raise ValueError(
+            f"max_parallel_folds={wanted} is above this deployment's cap of {cap} folds of one run at once "
+            "(the task group's max_parallel_folds, LEROBOT_KFOLD_MAX_PARALLEL_FOLDS for the shipped DAGs): "
+            f"set max_parallel_folds to at most {cap}, or 0 for the cap"
+        )
+    return wanted or cap
+
+
+def check_cost(cv: CVSettings) -> cost.GpuPrice:
+    """Backend modal: log the worst case (and an estimate from steps when the pace is known) and refuse a
+    run whose worst case is above ``max_cost_usd``. Returns the price each fold reports its cost at."""
+    price = cost.price_table().price(cv.compute.gpu)
+    estimate = cost.estimate_run(
+        cv.run.split.num_folds,
+        1,  # candidates: one configuration per run
+        cv.compute.timeout_s,
+        price,
+        cv.run.training.steps,
+        cv.compute.expected_steps_per_s,
+    )
+    print(f"cost: {estimate.describe()}")
+    cap = cv.compute.max_cost_usd
+    if cap and estimate.worst_case_usd > cap:
+        raise ValueError(
+            f"max_cost_usd={cap:g}: this run's worst case is ${estimate.worst_case_usd:,.2f} "
+            f"({estimate.fold_calls} fold calls x timeout_s {cv.compute.timeout_s} s x {price.describe()}). "
+            "Raise max_cost_usd (0: no cap), or lower timeout_s or the number of folds, or choose a cheaper "
+            "gpu."
+        )
+    return price
 
 
 def check_local(cv: CVSettings, run_folder: str) -> None:

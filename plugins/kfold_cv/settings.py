@@ -14,6 +14,7 @@ from typing import Any
 
 from lerobot_kfold.declared import check_declared, setting
 from lerobot_kfold.run_settings import GROUPS, RunSettings, build_groups, flatten, setting_names
+from lerobot_kfold.splits import MAX_MAP_LENGTH
 
 BACKENDS = ("local", "modal")
 # GPU types Modal accepts in `gpu=` (modal.com/docs/guide/gpu).
@@ -32,6 +33,37 @@ class ComputeSettings:
     gpu: str = setting("L4", "Modal GPU type per fold (backend modal).", choices=GPU_TYPES)
     # Modal stops a call that runs longer; a fold resumes from its last checkpoint on retry.
     timeout_s: int = setting(4 * 3600, "Seconds one fold may run on Modal.", minimum=60, maximum=24 * 3600)
+    # Within the deployment's hard cap (the task group's max_parallel_folds): a larger value fails validate.
+    max_parallel_folds: int = setting(
+        0,
+        "Folds of this run that train at once; 0: as many as the deployment allows (its hard cap).",
+        minimum=0,
+        maximum=MAX_MAP_LENGTH,
+    )
+    # Checked in validate against the worst case: folds x timeout_s x the GPU's price per second.
+    max_cost_usd: float = setting(
+        0.0,
+        "Refuse the run (before any GPU starts) when its worst-case GPU cost, folds x timeout_s x the GPU's "
+        "price, is above this many US dollars; 0: no cap (backend modal).",
+        minimum=0,
+        maximum=1e9,
+    )
+    # A known pace (an earlier run's report shows steps/s per fold) gives validate an estimate from steps.
+    expected_steps_per_s: float = setting(
+        0.0,
+        "Training steps per second one fold reaches on this GPU, e.g. from an earlier run's report; 0: "
+        "unknown. Lets validate estimate the cost from steps.",
+        minimum=0,
+        maximum=1e6,
+    )
+    # Reported in the fold's log, never acted on: a fold may be slow rather than stuck.
+    stall_after_s: int = setting(
+        1800,
+        "Report a fold in its log as stalled when its progress has not moved for this many seconds (it "
+        "keeps running); 0: never.",
+        minimum=0,
+        maximum=7 * 24 * 3600,
+    )
 
     def __post_init__(self) -> None:
         check_declared(self)

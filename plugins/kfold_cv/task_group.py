@@ -10,9 +10,14 @@
 - ``prepare_dataset`` (Modal CPU or local): fetches a hub dataset once into storage, checks the
   policy's features, returns the episode metadata.
 - ``plan`` (worker): the library's fold manifest, and one training config per fold.
-- ``train_fold``: one ``ModalGPUOperator`` per (candidate, fold) (dynamic task mapping), concurrency
-  capped per run over all of them. On the local backend a fold that logs to W&B reads its key from an
-  Airflow connection (``wandb_key``).
+- ``train_fold``: one ``ModalGPUOperator`` per (candidate, fold) (dynamic task mapping). At most the run's
+  ``max_parallel_folds`` train at once (the trigger form's, within the factory's hard cap); the ones
+  waiting for a turn reschedule themselves instead of deferring (see ``ModalGPUOperator``: deferred
+  folds would count toward ``max_active_tis_per_dagrun`` and could deadlock a retry). ``gpu_pool`` caps
+  folds across every run and DAG that names the pool. While a fold trains on Modal, the progress it
+  publishes (``lerobot_kfold.progress``) is logged by its trigger into the fold's task log, with a
+  warning after ``stall_after_s`` without progress. On the local backend a fold that logs to W&B reads
+  its key from an Airflow connection (``wandb_key``).
 - ``aggregate``: runs once every fold has finished, failed ones included; fails when fewer than
   ``min_successful_folds`` succeeded (never averages fewer folds silently); writes summary.json,
   folds.csv and the report next to the folds; returns the summary (means, stds, intervals, best fold,
@@ -31,7 +36,6 @@ for the UI trigger form), or both (constants win).
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -43,8 +47,9 @@ from kfold_cv import preflight
 from kfold_cv.settings import SETTING_NAMES, CVSettings
 from lerobot_kfold import storage
 from lerobot_kfold.declared import split_known
+from lerobot_kfold.progress import PROGRESS_DICT
 from modal_gpu.hooks import ModalGPUHook
-from modal_gpu.operators import ModalGPUOperator
+from modal_gpu.operators import RESCHEDULE_MIN_S, ModalGPUOperator
 
 APP_MODULE = "lerobot_kfold.modal_app"
 DEFAULT_APP_NAME = "lerobot-kfold"
@@ -56,15 +61,20 @@ class GroupOptions:
 
     :param app_name: the deployed Modal app (``modal deploy include/lerobot_kfold/modal_app.py``).
     :param modal_conn_id: Airflow connection of type ``modal`` (backend modal).
-    :param max_parallel_folds: folds of one run that train at once (``max_active_tis_per_dagrun``;
-        Airflow fixes it when the DAG is parsed). On the local backend each fold gets
-        ``cpu_count // max_parallel_folds`` torch threads.
+    :param max_parallel_folds: the hard cap on folds of one run training at once
+        (``max_active_tis_per_dagrun``, fixed when the DAG is parsed); a run's ``max_parallel_folds``
+        setting may ask for fewer. On the local backend each fold takes an equal share of the CPU cores
+        of the worker that trains it among the run's folds at once, counted there.
     :param fold_retries: Airflow retries of a fold task; a retry re-attaches to a running Modal call,
         and a fold resumes from its last checkpoint either way.
     :param deferrable: fold tasks wait in the triggerer (no worker slot per GPU job); prepare_dataset
         and aggregate are short CPU jobs and always poll from the worker.
     :param poll_interval: seconds between status checks of a Modal call.
     :param summary_asset: an Asset updated with the summary, so downstream DAGs can react.
+    :param gpu_pool: an Airflow pool the fold tasks take a slot of, capping folds across every run and
+        DAG that names it. Create it with deferred tasks counted (``airflow pools set NAME SLOTS DESC
+        --include-deferred``), or a deferred fold's GPU would not hold its slot; a fold task naming a
+        pool that does not exist is never scheduled.
     """
 
     group_id: str = "kfold_cv"
@@ -75,6 +85,7 @@ class GroupOptions:
     deferrable: bool = True
     poll_interval: float = 15.0
     summary_asset: Asset | None = None
+    gpu_pool: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("group_id", "app_name", "modal_conn_id"):
@@ -86,6 +97,8 @@ class GroupOptions:
         _expect("poll_interval", self.poll_interval, number and 0 < self.poll_interval < 3600)
         asset = self.summary_asset is None or isinstance(self.summary_asset, Asset)
         _expect("summary_asset", self.summary_asset, asset, "an airflow.sdk.Asset or None")
+        pool = self.gpu_pool is None or (isinstance(self.gpu_pool, str) and self.gpu_pool.strip())
+        _expect("gpu_pool", self.gpu_pool, pool, "the name of an Airflow pool, or None")
 
 
 def _is_int(value: Any, minimum: int) -> bool:
@@ -115,6 +128,7 @@ def kfold_cross_validation(
     deferrable: bool = True,
     poll_interval: float = 15.0,
     summary_asset: Asset | None = None,
+    gpu_pool: str | None = None,
 ) -> TaskGroup:
     """Add the k-fold task group to the DAG being defined and return it.
 
@@ -132,6 +146,7 @@ def kfold_cross_validation(
         deferrable,
         poll_interval,
         summary_asset,
+        gpu_pool,
     )
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"kfold_cross_validation: settings must be a dict, got {type(settings).__name__}")
@@ -150,7 +165,9 @@ def kfold_cross_validation(
             local_callable=f"{APP_MODULE}:prepare_dataset",
             deferrable=False,  # a short CPU job: polling beats a trip through the triggerer
         )
-        planned = _plan_task(options)(validated["settings"], validated["run_folder"], prepared.output)
+        planned = _plan_task(options)(
+            validated["settings"], validated["run_folder"], prepared.output, validated["fold_execution"]
+        )
         trained = _train_folds(wiring, planned)
         aggregated = _aggregate(wiring, planned, trained.output)
         # all_done_min_one_success over plan and the folds: after every fold, failed ones included, but only
@@ -197,7 +214,11 @@ def _validate_task(options: GroupOptions, constants: dict[str, Any], use_params:
             f"{storage.run_folder(dag_run.dag_id, dag_run.run_id)}/{storage.safe_name(options.group_id)}"
         )
         return preflight.validate_run(
-            values, run_folder, app_name=options.app_name, modal_conn_id=options.modal_conn_id
+            values,
+            run_folder,
+            app_name=options.app_name,
+            modal_conn_id=options.modal_conn_id,
+            parallel_cap=options.max_parallel_folds,
         )
 
     return validate
@@ -205,20 +226,24 @@ def _validate_task(options: GroupOptions, constants: dict[str, Any], use_params:
 
 def _plan_task(options: GroupOptions) -> Any:
     @task(task_id="plan")
-    def plan(settings: dict[str, Any], run_folder: str, dataset: dict[str, Any]) -> list[dict[str, Any]]:
-        """One training config per fold (the mapped list); the aggregation inputs as more XComs."""
+    def plan(
+        settings: dict[str, Any], run_folder: str, dataset: dict[str, Any], execution: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """One training config per fold (the mapped list); the aggregation inputs as more XComs.
+
+        ``execution`` (from validate) says how the folds run; what follows from the machine a fold runs
+        on (its torch threads) is decided on that machine.
+        """
         from lerobot_kfold import jobs
 
         context = get_current_context()
         cv = CVSettings.from_mapping(settings)
-        local = cv.compute.backend == "local"
-        threads = max(1, (os.cpu_count() or 1) // options.max_parallel_folds) if local else None
         planned = jobs.plan_run(
             cv.run,
             jobs.PreparedDataset.from_dict(dataset),
             run_folder,
             f"{context['dag_run'].dag_id}/{context['dag_run'].run_id}",
-            torch_threads=threads,
+            **execution,
         )
         print(planned.describe())
         context["ti"].xcom_push(key="run_folder", value=run_folder)
@@ -245,6 +270,13 @@ def _train_folds(wiring: _Wiring, planned: Any) -> Any:
             "{{ fold['candidate'] ~ ' / ' if fold['candidate'] else '' }}fold {{ fold['fold_id'] }}"
         ),
         max_active_tis_per_dagrun=options.max_parallel_folds,
+        run_concurrency=wiring.pulled("max_parallel_folds"),
+        turn_wait_s=max(options.poll_interval, RESCHEDULE_MIN_S),  # each check starts a task process
+        # The fold publishes its progress under its storage folder (lerobot_kfold.progress.channel_key).
+        progress_dict=PROGRESS_DICT,
+        progress_key="{{ task.function_kwargs['config']['output_dir'] }}",
+        stall_after_s=wiring.pulled("stall_after_s"),
+        **({"pool": options.gpu_pool} if options.gpu_pool else {}),
         retries=options.fold_retries,
         # A retry re-attaches to the call or resumes from the last checkpoint: no need to wait long.
         retry_delay=timedelta(seconds=30),
@@ -355,6 +387,7 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
         "totals": summary.get("totals"),
         "metrics": metrics,
         "best_fold": summary.get("best_fold"),
+        "cost": summary.get("cost"),
         "summary_json": summary.get("outputs", {}).get("summary_json"),
         # The chosen candidate (comparisons), the rule that chose it, and the refit model to ship.
         "candidate": summary.get("candidate"),

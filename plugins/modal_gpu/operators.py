@@ -14,6 +14,15 @@ What it adds over calling Modal from a ``@task``:
   clear, or Airflow stopping the task itself: a lost heartbeat, a report that timed out under load), a
   ``durable`` call is left running for that try to re-attach to (``task_state``).
 - **Visible**: the call id goes to XCom (``modal_call_id``) and to an extra link to Modal's dashboard.
+  With ``progress_dict``/``progress_key`` the job's published progress is logged into the task's log
+  while it waits (by the trigger when deferred), with a warning when it stalls (``stall_after_s``).
+- **Turns within a run** (``run_concurrency``): at most that many mapped instances of one DAG run hold a
+  call at once, lowest map index first. One that must wait *reschedules* itself (``up_for_reschedule``)
+  instead of deferring: Airflow 3.3 counts deferred instances toward ``max_active_tis_per_dagrun``, so
+  instances deferred while waiting for a turn could fill every slot while the instances they wait for
+  sit in ``up_for_retry`` and can never come back, a deadlock. A rescheduled instance holds no slot of
+  any kind; an instance in ``up_for_retry`` keeps its turn (its call may still run, and its retry
+  re-attaches). Across runs and DAGs, cap calls with an Airflow pool (``pool=``, ``include_deferred``).
 - **Local backend**: ``backend="local"`` runs the function's body in the worker (see ``local``): same
   inputs, same result, no Modal account or network.
 
@@ -28,14 +37,16 @@ the wait). When it covers deferring, the class can take the mixin as a base and 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowRescheduleException
 
 from modal_gpu import task_state
-from modal_gpu.hooks import CallStatus, ModalGPUHook
+from modal_gpu.hooks import CallStatus, ModalGPUHook, ProgressChannel
 from modal_gpu.links import CALL_ID_KEY, DEFAULT_DASHBOARD_URL_TEMPLATE, ModalCallLink
 from modal_gpu.local import resolve_callable
 from modal_gpu.triggers import ModalFunctionCallTrigger
@@ -49,6 +60,10 @@ BACKENDS = ("modal", "local")
 # for the same try: apache/airflow#71580, #72716); a call that finishes within seconds of its spawn
 # would hit that race. GPU jobs run minutes, so the wait costs nothing that matters.
 DEFER_FIRST_CHECK_S = 10.0
+# The same race hits a task that reschedules itself: the executor's late "success" for the try that
+# rescheduled must arrive while the instance still waits (up_for_reschedule), not once it is scheduled
+# again, or the scheduler fails it as killed externally (seen 6 s late on a loaded 2-core machine).
+RESCHEDULE_MIN_S = 15.0
 
 
 def plain_data(value: Any) -> Any:
@@ -58,6 +73,15 @@ def plain_data(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return [plain_data(item) for item in value]
     return value
+
+
+def _optional_int(value: Any) -> int | None:
+    """A rendered template's integer (``"3"`` -> 3); None for None, empty or ``"None"``."""
+    return None if value in (None, "", "None") else int(value)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value in (None, "", "None") else float(value)
 
 
 class ModalCallFailed(AirflowException):
@@ -90,6 +114,14 @@ class ModalGPUOperator(BaseOperator):
     :param end_from_trigger: a deferred call that succeeds ends the task in the triggerer, its result
         the ``return_value`` XCom, instead of starting the task again in a worker (default; not under
         ``dag.test()``, see ``ModalFunctionCallTrigger``).
+    :param progress_dict: name of a ``modal.Dict`` the function publishes its progress to.
+    :param progress_key: the call's key in it (templated); without both, no progress is read.
+    :param stall_after_s: warn in the log when the progress has not changed for this many seconds
+        (templated; 0 or None: never). The call is not stopped.
+    :param run_concurrency: at most this many mapped instances of this task in one DAG run hold a call (or
+        run the local body) at once, lowest map index first (templated; 0 or None: no limit beyond
+        ``max_active_tis_per_dagrun``). See the module for why waiting instances reschedule.
+    :param turn_wait_s: seconds between an instance's checks for its turn (at least ``RESCHEDULE_MIN_S``).
     """
 
     template_fields: Sequence[str] = (
@@ -100,6 +132,9 @@ class ModalGPUOperator(BaseOperator):
         "timeout",
         "modal_retries",
         "backend",
+        "progress_key",
+        "stall_after_s",
+        "run_concurrency",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"function_kwargs": "json"}
     operator_extra_links = (ModalCallLink(),)
@@ -126,9 +161,24 @@ class ModalGPUOperator(BaseOperator):
         dashboard_url_template: str = DEFAULT_DASHBOARD_URL_TEMPLATE,
         first_check_after: float | None = None,
         end_from_trigger: bool = True,
+        progress_dict: str | None = None,
+        progress_key: str | None = None,
+        stall_after_s: float | str | None = None,
+        run_concurrency: int | str | None = None,
+        turn_wait_s: float = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.progress_dict = progress_dict
+        self.progress_key = progress_key
+        self.stall_after_s = stall_after_s
+        self.run_concurrency = run_concurrency
+        if not turn_wait_s >= RESCHEDULE_MIN_S:
+            raise ValueError(
+                f"turn_wait_s must be at least {RESCHEDULE_MIN_S} s, got {turn_wait_s!r}: a task rescheduled "
+                "sooner can be failed by Airflow 3.3's stale executor event (see RESCHEDULE_MIN_S)"
+            )
+        self.turn_wait_s = turn_wait_s
         self.app_name = app_name
         self.function_name = function_name
         self.function_kwargs = function_kwargs or {}
@@ -163,6 +213,7 @@ class ModalGPUOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         self._ti = context.get("ti")
         if self._prepare_inputs() == "local":
+            self._wait_for_turn(context)
             return self._execute_local()
         call_id, succeeded = self._resume_or_submit(context)
         self._publish(context, call_id)
@@ -201,8 +252,8 @@ class ModalGPUOperator(BaseOperator):
 
     def submit_job(self, context: Context) -> str:
         """Spawn the call and return its id. Persisting the id is the caller's (as in the mixin)."""
-        timeout = int(self.timeout) if self.timeout not in (None, "", "None") else None
-        retries = int(self.modal_retries) if self.modal_retries not in (None, "", "None") else None
+        timeout = _optional_int(self.timeout)
+        retries = _optional_int(self.modal_retries)
         call_id = self.hook.spawn(
             self.app_name,
             self.function_name,
@@ -245,7 +296,9 @@ class ModalGPUOperator(BaseOperator):
         Returns the result as well: 3.3.2's ``execute_resumable`` returns this method's value when it
         re-attaches to a running job (and ``get_job_result``'s otherwise).
         """
-        self._status = self.hook.wait(external_id, self.poll_interval, log=self.log)
+        self._status = self.hook.wait(
+            external_id, self.poll_interval, log=self.log, progress=self._progress_channel()
+        )
         if self._status.state != "success":
             raise ModalCallFailed(self._failure_message(external_id, self._status.error))
         return self._status.result
@@ -293,9 +346,55 @@ class ModalGPUOperator(BaseOperator):
                 return previous, True
             error = self._status.error if self._status else None
             self.log.warning("Previous Modal call %s failed (%s); spawning a new one", previous, error)
+        self._wait_for_turn(context)  # a new spawn waits for its turn; a re-attach already has one
         call_id = self.submit_job(context)
         self._persist_call_id(context, call_id)
         return call_id, False
+
+    def _wait_for_turn(self, context: Context) -> None:
+        """Reschedule while ``run_concurrency`` lower-indexed instances of this run are unfinished."""
+        limit = _optional_int(self.run_concurrency)
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", None)
+        if not limit or map_index is None or map_index < 0:
+            return
+        cap = self.max_active_tis_per_dagrun
+        if cap is not None and limit >= cap:
+            return  # Airflow's own per-run limit holds it, and waiting there costs no process start
+        ahead = self._unfinished_before(ti)
+        if ahead is None or len(ahead) < limit:
+            return
+        self.log.info(
+            "Waiting for a turn: %d instances of this run ahead of this one are unfinished (map indexes %s; "
+            "at most %d at once). Checking again in %.0f s, holding no worker or run slot meanwhile.",
+            len(ahead),
+            ahead,
+            limit,
+            self.turn_wait_s,
+        )
+        raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=self.turn_wait_s))
+
+    def _unfinished_before(self, ti: Any) -> list[int] | None:
+        """Map indexes below this one whose instances of this run are not finished; None if unknown."""
+        try:
+            states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id])
+        except Exception as exc:  # e.g. no supervisor to ask (a unit test): do not hold the task back
+            self.log.warning("Could not read this run's task states (%s); not waiting for a turn", exc)
+            return None
+        prefix = f"{ti.task_id}_"
+        ahead = []
+        for key, state in states.get(ti.run_id, {}).items():
+            index = key[len(prefix) :] if key.startswith(prefix) else ""
+            finished = str(getattr(state, "value", state)) in task_state.FINISHED_STATES
+            if index.isdigit() and int(index) < ti.map_index and not finished:
+                ahead.append(int(index))
+        return sorted(ahead)
+
+    def _progress_channel(self) -> ProgressChannel | None:
+        if not self.progress_dict or not self.progress_key or self.progress_key in ("None", ""):
+            return None
+        stall = _optional_float(self.stall_after_s) or 0.0
+        return ProgressChannel(self.progress_dict, str(self.progress_key), stall)
 
     def _stored_call_id(self, context: Context) -> str | None:
         store = context.get("task_state_store")
@@ -329,6 +428,7 @@ class ModalGPUOperator(BaseOperator):
         first_check_after = self.first_check_after
         if first_check_after is None:
             first_check_after = max(self.poll_interval, DEFER_FIRST_CHECK_S)
+        progress = self._progress_channel()
         self.defer(
             trigger=ModalFunctionCallTrigger(
                 call_id=call_id,
@@ -337,6 +437,9 @@ class ModalGPUOperator(BaseOperator):
                 first_check_after=first_check_after,
                 reattach_on_clear=self.durable,
                 end_from_trigger=self.end_from_trigger,
+                progress_dict=None if progress is None else progress.dict_name,
+                progress_key=None if progress is None else progress.key,
+                stall_after_s=0.0 if progress is None else progress.stall_after_s,
             ),
             method_name="execute_complete",
         )

@@ -3,7 +3,9 @@
 The trigger holds only the call id and settings (it is serialized into the metadata database), waits
 with the hook's async polling loop (``ModalGPUHook.await_done``: ``get(timeout=0)`` checks and
 ``asyncio.sleep``, so the triggerer's event loop never blocks), and fires once: success with the call's
-result, or error with the remote exception's type and message.
+result, or error with the remote exception's type and message. With a progress channel (a ``modal.Dict``
+name and key) it logs what the job publishes there while it waits, and warns when that stops changing:
+the trigger's log is part of the deferred task's log, so the progress is read where the task is watched.
 
 **A success ends the task in the triggerer** (``end_from_trigger``): the trigger stores the result as
 the task's ``return_value`` XCom and fires Airflow's ``TaskSuccessEvent``, so no worker has to start
@@ -33,7 +35,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from modal_gpu import hooks, task_state
-from modal_gpu.hooks import UNREACHABLE_ERRORS, ModalGPUHook
+from modal_gpu.hooks import UNREACHABLE_ERRORS, ModalGPUHook, ProgressChannel
 
 # The XCom key of a task's result (what execute_complete's return value is stored under).
 RETURN_VALUE_KEY = "return_value"
@@ -55,6 +57,9 @@ class ModalFunctionCallTrigger(BaseTrigger):
         leaves it running; ``False`` cancels on a clear as well.
     :param end_from_trigger: on success, end the task here with the result as its ``return_value``
         XCom (in a real triggerer only; see the module docstring).
+    :param progress_dict: name of the ``modal.Dict`` the job publishes its progress to (None: no progress).
+    :param progress_key: the job's key in it.
+    :param stall_after_s: warn when the progress has not changed for this many seconds (0: never).
     """
 
     def __init__(
@@ -66,8 +71,14 @@ class ModalFunctionCallTrigger(BaseTrigger):
         first_check_after: float = 0.0,
         reattach_on_clear: bool = True,
         end_from_trigger: bool = True,
+        progress_dict: str | None = None,
+        progress_key: str | None = None,
+        stall_after_s: float = 0.0,
     ) -> None:
         super().__init__()
+        self.progress_dict = progress_dict
+        self.progress_key = progress_key
+        self.stall_after_s = stall_after_s
         self.first_check_after = first_check_after
         self.call_id = call_id
         self.modal_conn_id = modal_conn_id
@@ -87,11 +98,20 @@ class ModalFunctionCallTrigger(BaseTrigger):
                 "first_check_after": self.first_check_after,
                 "reattach_on_clear": self.reattach_on_clear,
                 "end_from_trigger": self.end_from_trigger,
+                "progress_dict": self.progress_dict,
+                "progress_key": self.progress_key,
+                "stall_after_s": self.stall_after_s,
             },
         )
 
+    def progress_channel(self) -> ProgressChannel | None:
+        if not self.progress_dict or not self.progress_key:
+            return None
+        return ProgressChannel(self.progress_dict, self.progress_key, float(self.stall_after_s or 0))
+
     async def _hook(self) -> ModalGPUHook:
-        """A hook whose client is built off the event loop (reading the connection may block).
+        """A hook whose client and environment are read off the event loop (reading the connection may
+        block).
 
         A trigger that starts while Modal is unreachable (a triggerer restarted during an outage) keeps
         trying for the same grace period as a status check (``hooks.UNREACHABLE_GRACE_S``) instead of
@@ -101,7 +121,7 @@ class ModalFunctionCallTrigger(BaseTrigger):
         while True:
             hook = ModalGPUHook(modal_conn_id=self.modal_conn_id)
             try:
-                await asyncio.to_thread(getattr, hook, "client")
+                await asyncio.to_thread(lambda hook=hook: (hook.client, hook.environment_name))
                 return hook
             except UNREACHABLE_ERRORS as exc:
                 if time.monotonic() - since > hooks.UNREACHABLE_GRACE_S:
@@ -117,7 +137,11 @@ class ModalFunctionCallTrigger(BaseTrigger):
             # No back-off here (first_delay = poll_interval): first_check_after already let short calls
             # finish, and a triggerer serving hundreds of folds should not poll each twice a second.
             status = await hook.await_done(
-                self.call_id, self.poll_interval, first_delay=self.poll_interval, log=self.log
+                self.call_id,
+                self.poll_interval,
+                first_delay=self.poll_interval,
+                log=self.log,
+                progress=self.progress_channel(),
             )
         except Exception as exc:  # e.g. the connection is gone, or Modal unreachable past the grace period
             yield TriggerEvent(

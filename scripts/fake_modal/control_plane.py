@@ -208,3 +208,39 @@ class FakeModalControlPlane:
             raise TimeoutError(
                 f"condition not met within {timeout} s; events so far: {self.events()}"
             ) from None
+
+
+# ---- the call log: which calls were alive when ----
+
+
+def call_intervals(
+    events: list[dict[str, Any]], function: str | None = None, call_ids: set[str] | None = None
+) -> dict[str, tuple[float, float]]:
+    """``{call_id: (spawned_at, finished_at)}`` from the plane's own events (still running: +inf).
+
+    Optionally only calls of ``function``, or only ``call_ids``.
+    """
+    spawned = {
+        e["call_id"]: e["t"]
+        for e in events
+        if e.get("type") == "spawn" and (function is None or e.get("function") == function)
+    }
+    finished = {e["call_id"]: e["t"] for e in events if e.get("type") == "finished"}
+    return {
+        call: (start, finished.get(call, float("inf")))
+        for call, start in spawned.items()
+        if call_ids is None or call in call_ids
+    }
+
+
+def max_alive(intervals: dict[str, tuple[float, float]]) -> int:
+    """The most calls alive at the same moment (a call that finishes as another spawns is not overlapping)."""
+    moments = sorted(
+        [(start, 1) for start, _ in intervals.values()] + [(end, -1) for _, end in intervals.values()],
+        key=lambda moment: (moment[0], moment[1]),  # ends before starts at the same time
+    )
+    alive = most = 0
+    for _, change in moments:
+        alive += change
+        most = max(most, alive)
+    return most

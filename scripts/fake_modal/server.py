@@ -12,7 +12,9 @@ call's arguments in a worker thread: `.local(...)` for a `modal.Function` define
 `@app.function()`, a plain call otherwise. Results and exceptions are serialized the way a Modal
 container reports them, so the client's `FunctionCall.get()` returns the value or re-raises the
 remote exception with its type and message. Retry policies and timeouts passed through
-`with_options()` are honoured as Modal's backend does.
+`with_options()` are honoured as Modal's backend does. Named `modal.Dict`s live in memory (see
+`_dict_rpcs`), and the bodies' own modal client is pointed at this plane (as a container's client is
+at Modal's), so a body that publishes to a Dict is read by the client of a test or an Airflow trigger.
 
 Every observable event is appended as one JSON line to `--events-file` (see `EventLog`), and the bound
 port is written to `--ready-file` once the server listens. Faults for tests go through a small HTTP
@@ -64,6 +66,7 @@ class EventLog:
       - `cancel`: `call_id`, `terminate_containers`, `t`.
       - `finished`: `call_id`, `status` ("success" | "failure" | "cancelled"), `t`, and for failures
         `error` (repr of the exception, or "timeout").
+      - `dict_put`: `dict` (its name), `keys` (how many entries were written), `t`.
     """
 
     def __init__(self, path: Path | None):
@@ -174,7 +177,7 @@ def _build_servicer_class():
     from scripts.fake_modal.preemption import Preempted, Preemptions
 
     @patch_mock_servicer
-    class FakeModalServicer(api_grpc.ModalClientBase):
+    class FakeModalServicer(_dict_rpcs(api_pb2, GRPCError, Status), api_grpc.ModalClientBase):
         """Implements the RPCs that `Function.from_name/with_options/spawn/remote` and `FunctionCall
         .from_id/get/cancel` use in modal 1.6.4 (plus blob storage for large payloads)."""
 
@@ -565,6 +568,93 @@ def _build_servicer_class():
     return FakeModalServicer
 
 
+def _dict_rpcs(api_pb2: Any, GRPCError: Any, Status: Any) -> type:
+    """The RPCs of named `modal.Dict`s (modal 1.6.4: `from_name`, `put`, `get`, `pop`, `contains`,
+    `len`), kept in memory. Keys and values stay in the client's serialized form: equal keys
+    serialize to equal bytes, and values go back to the reader exactly as the writer sent them.
+    Ephemeral Dicts (`Dict.ephemeral`) are not served (they need heartbeats): the fallback names them.
+    """
+
+    class FakeDicts:
+        def _dicts(self) -> dict[str, dict[bytes, bytes]]:
+            if not hasattr(self, "_dict_store"):
+                self._dict_store: dict[str, dict[bytes, bytes]] = {}
+                self._dict_ids: dict[str, str] = {}  # name -> id (one environment)
+                self._dict_names: dict[str, str] = {}
+            return self._dict_store
+
+        def _dict(self, dict_id: str) -> dict[bytes, bytes]:
+            store = self._dicts().get(dict_id)
+            if store is None:
+                raise GRPCError(Status.NOT_FOUND, f"Dict {dict_id!r} not found")
+            return store
+
+        async def DictGetOrCreate(self, stream) -> None:
+            req = await stream.recv_message()
+            if not req.deployment_name:
+                raise GRPCError(Status.UNIMPLEMENTED, "fake Modal control plane serves named Dicts only")
+            self._dicts()
+            dict_id = self._dict_ids.get(req.deployment_name)
+            if dict_id is None:
+                if req.object_creation_type != api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING:
+                    raise GRPCError(Status.NOT_FOUND, f"Dict '{req.deployment_name}' not found")
+                dict_id = self._new_id("di")
+                self._dict_ids[req.deployment_name] = dict_id
+                self._dict_names[dict_id] = req.deployment_name
+                self._dict_store[dict_id] = {}
+            metadata = api_pb2.DictMetadata(name=req.deployment_name)
+            await stream.send_message(api_pb2.DictGetOrCreateResponse(dict_id=dict_id, metadata=metadata))
+
+        async def DictUpdate(self, stream) -> None:
+            req = await stream.recv_message()
+            store = self._dict(req.dict_id)
+            created = False
+            for entry in req.updates:
+                if req.if_not_exists and entry.key in store:
+                    continue
+                store[entry.key] = entry.value
+                created = True
+            name = self._dict_names[req.dict_id]
+            self.events.write({"type": "dict_put", "dict": name, "keys": len(req.updates)})
+            await stream.send_message(api_pb2.DictUpdateResponse(created=created))
+
+        async def DictGet(self, stream) -> None:
+            req = await stream.recv_message()
+            store = self._dict(req.dict_id)
+            found = req.key in store
+            value = store.get(req.key, b"")
+            await stream.send_message(api_pb2.DictGetResponse(found=found, value=value))
+
+        async def DictPop(self, stream) -> None:
+            req = await stream.recv_message()
+            store = self._dict(req.dict_id)
+            found = req.key in store
+            value = store.pop(req.key, b"")
+            await stream.send_message(api_pb2.DictPopResponse(found=found, value=value))
+
+        async def DictContains(self, stream) -> None:
+            req = await stream.recv_message()
+            found = req.key in self._dict(req.dict_id)
+            await stream.send_message(api_pb2.DictContainsResponse(found=found))
+
+        async def DictLen(self, stream) -> None:
+            req = await stream.recv_message()
+            await stream.send_message(api_pb2.DictLenResponse(len=len(self._dict(req.dict_id))))
+
+    return FakeDicts
+
+
+def point_bodies_at(url: str, credentials: tuple[str, str] | None) -> None:
+    """The function bodies' own modal client talks to this plane, as a container's talks to Modal.
+
+    Bodies run as threads of this process; the client they build (`Client.from_env`) reads these.
+    """
+    token_id, token_secret = credentials or ("ak-fake-container", "as-fake-container")
+    os.environ.update(
+        {"MODAL_SERVER_URL": url, "MODAL_TOKEN_ID": token_id, "MODAL_TOKEN_SECRET": token_secret}
+    )
+
+
 def _blob_app(servicer: Any):
     """The HTTP side of blob storage (what S3 is for real Modal): PUT and GET of whole blobs."""
     from aiohttp import web
@@ -629,6 +719,7 @@ async def serve(args: argparse.Namespace) -> None:
     grpclib.events.listen(server, grpclib.events.RecvRequest, servicer.recv_request)
     await server.start(sock=grpc_sock)
     port = grpc_sock.getsockname()[1]
+    point_bodies_at(f"http://{HOST}:{port}", credentials)
 
     if args.control_file:
         Path(args.control_file).write_text(servicer.blob_url_base + "\n")

@@ -382,6 +382,11 @@ class TestModalBackend:
         summary = xcom_values(run, "kfold_cv.aggregate")[-1]
         _check_summary_against_folds(summary, folds, k=3)
         _check_files(storage, summary, demo_root, k=3)
+        # Priced at the requested H100's rate, from the wall time each fold's call measured.
+        assert summary["cost"]["priced_gpus"] == ["H100"] and summary["cost"]["n_priced"] == 3
+        assert summary["cost"]["total_usd"] == pytest.approx(
+            sum(f["cost"]["usd"] for f in folds.values()), abs=1e-5
+        )
 
     def test_an_app_that_is_not_deployed_fails_validate_without_spawning(
         self, dagbag, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

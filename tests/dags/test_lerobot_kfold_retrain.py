@@ -44,3 +44,6 @@ def test_data_triggered_retraining_publishes_the_summary_asset_event(
     assert set(extra["metrics"]["val_l1"]) == {"mean", "std", "ci_low", "ci_high", "n"}
     assert Path(extra["summary_json"]).is_file()
     assert str(storage) in extra["summary_json"]
+    # Backend local: CPU-seconds, no dollars.
+    assert extra["cost"]["n_folds"] == 2 and extra["cost"]["total_cpu_s"] > 0
+    assert extra["cost"]["total_usd"] is None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from lerobot_kfold import progress
 from scripts.airflow_local import LocalAirflow
 from scripts.fake_modal.control_plane import FakeModalControlPlane
 from tests.e2e.modal_functions import FUNCTIONS
@@ -30,6 +31,8 @@ DATASET = "datasets/so101_demo"
 DAG_ID = "lerobot_kfold_cv"
 # The small demo ACT, chosen explicitly (the default is lerobot's ACT), a few steps.
 TINY = {"policy_preset": "small", "steps": 4, "eval_every": 2, "save_every": 2, "batch_size": 8}
+# The Airflow pool every fold task takes a slot of (LEROBOT_KFOLD_GPU_POOL): fold calls across all runs.
+GPU_POOL, GPU_POOL_SLOTS = "e2e_gpus", 3
 
 
 @dataclass
@@ -78,8 +81,12 @@ def e2e_stack(
     local_storage, modal_storage = base / "storage", base / "modal-volume"
     for storage in (local_storage, modal_storage):
         shutil.copytree(demo_root, storage / DATASET)
+    # The Modal image's environment, where the fold bodies run (progress: a record a second, not a minute).
+    image_env = {progress.PROGRESS_DICT_ENV: progress.PROGRESS_DICT, progress.PROGRESS_EVERY_ENV: "1"}
     plane = TokenCheckingControlPlane(
-        FUNCTIONS, base / "plane", env={"LEROBOT_KFOLD_STORAGE": str(modal_storage), "HF_HUB_OFFLINE": "1"}
+        FUNCTIONS,
+        base / "plane",
+        env={"LEROBOT_KFOLD_STORAGE": str(modal_storage), "HF_HUB_OFFLINE": "1", **image_env},
     )
     plane.start()
     connection = {"conn_type": "modal", "login": MODAL_TOKEN_ID, "password": MODAL_TOKEN_SECRET}
@@ -87,6 +94,7 @@ def e2e_stack(
         "LEROBOT_KFOLD_STORAGE": str(local_storage),
         "LEROBOT_KFOLD_POLL_INTERVAL_S": "1",
         "LEROBOT_KFOLD_MAX_PARALLEL_FOLDS": "2",
+        "LEROBOT_KFOLD_GPU_POOL": GPU_POOL,
         "MODAL_SERVER_URL": plane.url,
         "AIRFLOW_CONN_MODAL_DEFAULT": json.dumps(connection),
         "AIRFLOW_CONN_WANDB_DEFAULT": json.dumps({"conn_type": "generic", "password": WANDB_API_KEY}),
@@ -96,6 +104,8 @@ def e2e_stack(
     airflow = launcher(base / "airflow", env={**settings, **(env or {})})
     try:
         airflow.start()
+        pool = {"name": GPU_POOL, "slots": GPU_POOL_SLOTS, "include_deferred": True}
+        airflow.api("POST", "/pools", json=pool).raise_for_status()
         airflow.wait_for_dag(DAG_ID)
         yield E2E(airflow, plane, local_storage, modal_storage)
     finally:

@@ -223,7 +223,13 @@ class TestSummaryJson:
             "corrected_ci_half_width",
         ]
         assert data["folds"][1]["wall_s"] is None  # NaN never reaches JSON
-        assert data["failed_folds"][-1] == {"fold_id": 3, "repeat": None, "index": None, "error": "no result"}
+        assert data["failed_folds"][-1] == {
+            "fold_id": 3,
+            "repeat": None,
+            "index": None,
+            "error": "no result",
+            "last_progress": None,
+        }
 
     def test_extras_appear_once_known_and_the_compact_form_leaves_out_the_rows(self):
         summary = dataclasses.replace(_summary(), run_folder="runs/d/r", outputs={"summary_json": "/s.json"})

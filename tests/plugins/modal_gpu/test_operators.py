@@ -328,6 +328,9 @@ class TestModalGPUOperatorDeferrable:
             "first_check_after": DEFER_FIRST_CHECK_S,
             "reattach_on_clear": True,
             "end_from_trigger": True,
+            "progress_dict": None,
+            "progress_key": None,
+            "stall_after_s": 0.0,
         }
 
     def test_gpu_timeout_and_retries_left_out_keep_the_function_defaults(self, plane, make_operator):

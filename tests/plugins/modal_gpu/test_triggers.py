@@ -86,6 +86,9 @@ class TestModalFunctionCallTriggerSerialization:
             "first_check_after": 0.0,
             "reattach_on_clear": True,
             "end_from_trigger": True,
+            "progress_dict": None,
+            "progress_key": None,
+            "stall_after_s": 0.0,
         }
 
 
