@@ -155,16 +155,26 @@ def estimate_from_steps(steps: int, steps_per_s: float, fold_calls: int, price: 
 
 
 def estimate_run(
-    folds: int, candidates: int, timeout_s: int, price: GpuPrice, steps: int, steps_per_s: float | None
+    folds: int,
+    candidates: int,
+    timeout_s: int,
+    price: GpuPrice,
+    steps: int,
+    steps_per_s: float | None,
+    extra_calls: int = 0,
 ) -> RunEstimate:
-    """The worst case, and the estimate from steps when ``steps_per_s`` is known (> 0)."""
-    calls = folds * candidates
+    """The worst case, and the estimate from steps when ``steps_per_s`` is known (> 0).
+
+    ``extra_calls`` are fold calls beyond folds x candidates (a refit of the chosen candidate). With
+    candidates of different ``steps``, pass the largest: the estimate then errs on the high side.
+    """
+    calls = folds * candidates + extra_calls
     known = steps_per_s is not None and steps_per_s > 0
     return RunEstimate(
         fold_calls=calls,
         timeout_s=timeout_s,
         price=price,
-        worst_case_usd=worst_case(folds, candidates, timeout_s, price),
+        worst_case_usd=calls * timeout_s * price.call_usd_per_s,
         seconds_per_fold=steps / steps_per_s if known else None,
         estimate_usd=estimate_from_steps(steps, steps_per_s, calls, price) if known else None,
     )

@@ -117,13 +117,15 @@ def check_cost(cv: CVSettings) -> cost.GpuPrice:
     """Backend modal: log the worst case (and an estimate from steps when the pace is known) and refuse a
     run whose worst case is above ``max_cost_usd``. Returns the price each fold reports its cost at."""
     price = cost.price_table().price(cv.compute.gpu)
+    candidates = cv.run.candidates()
     estimate = cost.estimate_run(
         cv.run.split.num_folds,
-        1,  # candidates: one configuration per run
+        len(candidates),
         cv.compute.timeout_s,
         price,
-        cv.run.training.steps,
+        max(candidate.settings.training.steps for candidate in candidates),
         cv.compute.expected_steps_per_s,
+        extra_calls=1 if cv.run.selection.refit else 0,  # the chosen candidate's refit
     )
     print(f"cost: {estimate.describe()}")
     cap = cv.compute.max_cost_usd
@@ -131,8 +133,8 @@ def check_cost(cv: CVSettings) -> cost.GpuPrice:
         raise ValueError(
             f"max_cost_usd={cap:g}: this run's worst case is ${estimate.worst_case_usd:,.2f} "
             f"({estimate.fold_calls} fold calls x timeout_s {cv.compute.timeout_s} s x {price.describe()}). "
-            "Raise max_cost_usd (0: no cap), or lower timeout_s or the number of folds, or choose a cheaper "
-            "gpu."
+            "Raise max_cost_usd (0: no cap), or lower timeout_s, the number of folds or of candidates, or "
+            "choose a cheaper gpu."
         )
     return price
 

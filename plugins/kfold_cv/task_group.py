@@ -272,17 +272,25 @@ def _train_folds(wiring: _Wiring, planned: Any) -> Any:
         max_active_tis_per_dagrun=options.max_parallel_folds,
         run_concurrency=wiring.pulled("max_parallel_folds"),
         turn_wait_s=max(options.poll_interval, RESCHEDULE_MIN_S),  # each check starts a task process
-        # The fold publishes its progress under its storage folder (lerobot_kfold.progress.channel_key).
-        progress_dict=PROGRESS_DICT,
-        progress_key="{{ task.function_kwargs['config']['output_dir'] }}",
-        stall_after_s=wiring.pulled("stall_after_s"),
-        **({"pool": options.gpu_pool} if options.gpu_pool else {}),
+        **_fold_watch(wiring),
         retries=options.fold_retries,
         # A retry re-attaches to the call or resumes from the last checkpoint: no need to wait long.
         retry_delay=timedelta(seconds=30),
         deferrable=options.deferrable,
         **wiring.common(),
     ).expand(function_kwargs=planned)
+
+
+def _fold_watch(wiring: _Wiring) -> dict[str, Any]:
+    """What every fold call (the folds and the refit) shares: its progress in the task log, a stall
+    warning, and a slot of the deployment's GPU pool when there is one."""
+    return {
+        # The fold publishes its progress under its storage folder (lerobot_kfold.progress.channel_key).
+        "progress_dict": PROGRESS_DICT,
+        "progress_key": "{{ task.function_kwargs['config']['output_dir'] }}",
+        "stall_after_s": wiring.pulled("stall_after_s"),
+        **({"pool": wiring.options.gpu_pool} if wiring.options.gpu_pool else {}),
+    }
 
 
 def _aggregate(wiring: _Wiring, planned: Any, fold_results: Any, **final: Any) -> ModalGPUOperator:
@@ -312,7 +320,11 @@ def _refit(wiring: _Wiring, validated: Any, planned: Any, aggregated: ModalGPUOp
     """plan_refit -> refit (the fold operator, once) -> final_summary; skipped unless refit is on."""
     options = wiring.options
     refit_plan = _plan_refit_task(wiring)(
-        validated["settings"], planned["run_folder"], planned["manifest"], aggregated.output
+        validated["settings"],
+        planned["run_folder"],
+        planned["manifest"],
+        aggregated.output,
+        validated["fold_execution"],
     )
     refitted = wiring.operator(
         task_id="refit",
@@ -321,6 +333,7 @@ def _refit(wiring: _Wiring, validated: Any, planned: Any, aggregated: ModalGPUOp
         local_callable="kfold_cv.local_folds:train_fold",
         gpu=wiring.pulled("gpu"),
         timeout=wiring.pulled("timeout_s"),
+        **_fold_watch(wiring),
         retries=options.fold_retries,
         retry_delay=timedelta(seconds=30),
         deferrable=options.deferrable,
@@ -333,9 +346,16 @@ def _refit(wiring: _Wiring, validated: Any, planned: Any, aggregated: ModalGPUOp
 def _plan_refit_task(wiring: _Wiring) -> Any:
     @task(task_id="plan_refit", multiple_outputs=True)
     def plan_refit(
-        settings: dict[str, Any], run_folder: str, manifest: dict[str, Any], summary: dict[str, Any]
+        settings: dict[str, Any],
+        run_folder: str,
+        manifest: dict[str, Any],
+        summary: dict[str, Any],
+        execution: dict[str, Any],
     ) -> dict[str, Any]:
-        """The chosen candidate's training on every non-hold-out episode; skipped unless refit is on."""
+        """The chosen candidate's training on every non-hold-out episode; skipped unless refit is on.
+
+        ``execution`` (from validate) as for the folds, except that the refit trains alone.
+        """
         from airflow.sdk.exceptions import AirflowSkipException
 
         from lerobot_kfold import jobs
@@ -346,8 +366,9 @@ def _plan_refit_task(wiring: _Wiring) -> Any:
             raise AirflowSkipException("refit is off: the summary of aggregate is the run's summary")
         context = get_current_context()
         run = context["dag_run"]
+        alone = {**execution, "folds_sharing_cpus": 1 if execution.get("folds_sharing_cpus") else None}
         config = jobs.plan_refit(
-            cv.run, FoldPlan.from_dict(manifest), summary, run_folder, f"{run.dag_id}/{run.run_id}"
+            cv.run, FoldPlan.from_dict(manifest), summary, run_folder, f"{run.dag_id}/{run.run_id}", **alone
         )
         print(f"{config.label}: {len(config.train_episodes)} episodes, {len(config.val_episodes)} held out")
         fold_results = context["ti"].xcom_pull(task_ids=wiring.train_id)

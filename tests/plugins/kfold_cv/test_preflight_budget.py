@@ -44,6 +44,18 @@ class TestCost:
         assert message.startswith("max_cost_usd=10: this run's worst case is $15.98")
         assert "Raise max_cost_usd (0: no cap), or lower timeout_s" in message
 
+    def test_every_candidates_folds_and_the_refit_count_in_the_worst_case(self, capsys):
+        candidates = json.dumps({"short": {"steps": 1000}, "long": {"steps": 20_000}})
+
+        with pytest.raises(ValueError, match=r"worst case is \$35.16 \(11 fold calls"):
+            preflight.check_cost(
+                settings(candidates=candidates, refit=True, expected_steps_per_s=40.0, max_cost_usd=30.0)
+            )
+        # 5 folds x 2 candidates + 1 refit = 11 calls; the estimate at the longest candidate's steps.
+        logged = capsys.readouterr().out
+        assert "cost: worst case $35.16 = 11 fold calls x timeout_s 14400 s" in logged
+        assert "estimate from steps $1.22 (500 s of training per fold" in logged
+
     @pytest.mark.parametrize("cap", [pytest.param(0.0, id="no-cap"), pytest.param(16.0, id="above")])
     def test_a_run_within_its_cap_passes(self, cap):
         assert preflight.check_cost(settings(max_cost_usd=cap)).gpu == "L4"
