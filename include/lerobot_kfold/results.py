@@ -614,6 +614,7 @@ class FinalTest:
     note: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class RunCost:
     """A run's cost over the folds that report one (any status: their time was paid; a crashed fold
     has none)."""
