@@ -14,6 +14,9 @@ import re
 import sys
 from pathlib import Path
 
+# plugins/ is on sys.path in Airflow and in the tests; run as a script, put it there as well.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+
 from kfold_cv.settings import CV_GROUPS
 from lerobot_kfold.declared import declared, default_of, edge_value
 

@@ -216,8 +216,8 @@ class TestBadInput:
         assert not out.exists()
 
 
-# Fields of a fold result that differ between two runs of the same fold: timings and where it ran.
-_RUN_SPECIFIC = {"wall_s", "train_seconds", "steps_per_s", "output_dir", "checkpoints"}
+# Times, where the folder is, and what the time cost: they differ between two runs of the same folds.
+_RUN_SPECIFIC = {"wall_s", "train_seconds", "steps_per_s", "output_dir", "checkpoints", "cost"}
 
 
 def _relative_files(root: Path) -> set[str]:

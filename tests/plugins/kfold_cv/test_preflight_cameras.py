@@ -29,7 +29,9 @@ def storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, camera_demo_root: P
 
 def validate(**values):
     conf = {"dataset_root": DATASET, "k": 2, "policy_preset": "small", **values}
-    return preflight.validate_run(conf, "runs/test/run", app_name="unused", modal_conn_id="unused")
+    return preflight.validate_run(
+        conf, "runs/test/run", app_name="unused", modal_conn_id="unused", parallel_cap=2
+    )
 
 
 def test_absent_backbone_weights_fail_validate_with_the_fix(storage: Path) -> None:
