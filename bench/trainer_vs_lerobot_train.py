@@ -7,7 +7,7 @@ seed, device and torch threads, validate on the same held-out episodes and check
 each run a subprocess, interleaved. lerobot-train holds out the last episodes (``--dataset.eval_split``),
 so the fold compared is the last one of an unshuffled plan (checked on every run from its log). Steps/s
 is timed between progress lines all sides print at the same steps, outside validation and checkpoint
-steps. Details: docs/benchmarks.md, sections 1, 2 and 7.
+steps. Details: docs/benchmarks.md, sections 1, 2 and 8.
 
 Sides: ours (``train-fold``; once per ``--precisions`` entry), lerobot-train (once per
 ``--their-workers`` entry: its DataLoader workers; lerobot-train's own default is 4), and with
