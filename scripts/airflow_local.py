@@ -219,6 +219,19 @@ class LocalAirflow:
         self._wait(finished, timeout, f"run {run_id} of {dag_id} to finish")
         return states[-1]
 
+    def wait_for_runs(self, dag_id: str, run_ids: dict[str, str], timeout: float = 600.0) -> dict[str, str]:
+        """Wait for several runs at once: ``{name: run_id}`` -> ``{name: final state}``."""
+        states: dict[str, str] = {}
+
+        def finished() -> bool:
+            for name, run_id in run_ids.items():
+                if states.get(name) not in TERMINAL_RUN_STATES:
+                    states[name] = self.run_state(dag_id, run_id)
+            return all(state in TERMINAL_RUN_STATES for state in states.values())
+
+        self._wait(finished, timeout, f"runs {sorted(run_ids.values())} of {dag_id} to finish")
+        return states
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         response = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
         response.raise_for_status()

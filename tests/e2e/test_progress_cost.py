@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 
 import pytest
@@ -148,17 +147,7 @@ def test_per_run_and_cross_run_caps_hold_and_a_fold_up_for_retry_does_not_deadlo
         "wide_a": e2e.trigger(base, run_id=f"hold_a__{stamp}"),
         "wide_b": e2e.trigger(base, run_id=f"hold_b__{stamp}"),
     }
-    outcomes: dict[str, str] = {}
-    waits = [
-        threading.Thread(
-            target=lambda n=n, r=r: outcomes.__setitem__(n, e2e.airflow.wait_for_run(DAG_ID, r, 900))
-        )
-        for n, r in runs.items()
-    ]
-    for wait in waits:
-        wait.start()
-    for wait in waits:
-        wait.join()
+    outcomes = e2e.airflow.wait_for_runs(DAG_ID, runs, 900)
 
     assert outcomes == {"serial": "success", "wide_a": "success", "wide_b": "success"}
     assert _folds(e2e, runs["serial"])[0]["try_number"] == 2, "fold 0 went up_for_retry and came back"

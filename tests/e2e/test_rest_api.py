@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -157,19 +156,9 @@ class TestModalBackend:
 
 
 def test_runs_of_both_backends_at_once_do_not_interfere(e2e: E2E) -> None:
-    results: dict[str, str] = {}
     run_ids = {
         "local": e2e.trigger({"dataset_root": DATASET, "k": 2, **TINY}),
         "modal": e2e.trigger({"dataset_root": DATASET, "k": 2, "backend": "modal", **TINY}),
     }
-    threads = [
-        threading.Thread(
-            target=lambda b=b, r=r: results.__setitem__(b, e2e.airflow.wait_for_run(DAG_ID, r, 300))
-        )
-        for b, r in run_ids.items()
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = e2e.airflow.wait_for_runs(DAG_ID, run_ids, 300)
     assert results == {"local": "success", "modal": "success"}

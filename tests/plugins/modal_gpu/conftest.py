@@ -8,13 +8,15 @@ call that reaches a function proves the credentials came from the Airflow connec
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 
 import modal
 import pytest
 
+import modal_gpu.hooks as hooks_module
 from scripts.fake_modal.control_plane import FakeModalControlPlane
-from tests.plugins.modal_gpu.support import FUNCTIONS, TokenCheckingControlPlane, connection_json
+from tests.plugins.modal_gpu.support import FUNCTIONS, FakeClock, TokenCheckingControlPlane, connection_json
 
 
 @pytest.fixture(scope="module")
@@ -31,3 +33,12 @@ def modal_connection(plane: FakeModalControlPlane, monkeypatch: pytest.MonkeyPat
     modal.Client._set_env_client(None)  # process-wide singleton: never reuse one built for another server
     yield
     modal.Client._set_env_client(None)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """``modal_gpu.hooks`` sleeps on a fake clock: polling tests take no time."""
+    clock = FakeClock()
+    monkeypatch.setattr(hooks_module, "time", clock)
+    monkeypatch.setattr(hooks_module, "asyncio", types.SimpleNamespace(sleep=clock.asleep))
+    return clock

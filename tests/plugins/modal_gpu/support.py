@@ -68,3 +68,21 @@ def event_for(plane: FakeModalControlPlane, type: str, call_id: str, timeout: fl
 def events_of(plane: FakeModalControlPlane, type: str, call_id: str) -> list[dict[str, Any]]:
     """All ``type`` events for ``call_id`` so far (no waiting)."""
     return [e for e in plane.events(type) if e["call_id"] == call_id]
+
+
+class FakeClock:
+    """Stands in for ``time`` and ``asyncio.sleep`` in ``modal_gpu.hooks``: sleeping only moves the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)

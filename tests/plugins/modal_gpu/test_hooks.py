@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,24 +42,6 @@ def run_wait(hook: ModalGPUHook, twin: str, call_id: str, poll_interval: float, 
     return asyncio.run(hook.await_done(call_id, poll_interval, **kwargs))
 
 
-class FakeClock:
-    """Stands in for ``time`` and ``asyncio.sleep`` in ``modal_gpu.hooks``: sleeping only moves the clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
-
-
 class RecordingLog:
     """The ``log`` the polling loop writes progress to: ``(level, message)`` of each line."""
 
@@ -81,14 +62,6 @@ class RecordingLog:
 
 
 UNREACHABLE = modal.exception.ConnectionError("connection refused")
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    clock = FakeClock()
-    monkeypatch.setattr(hooks_module, "time", clock)
-    monkeypatch.setattr(hooks_module, "asyncio", types.SimpleNamespace(sleep=clock.asleep))
-    return clock
 
 
 @pytest.fixture

@@ -7,18 +7,16 @@ logging what a job published, run against the fake control plane with the real m
 from __future__ import annotations
 
 import asyncio
-import types
 from collections.abc import Iterator
 from typing import Any
 
 import modal
 import pytest
 
-import modal_gpu.hooks as hooks_module
 from modal_gpu.hooks import CallStatus, ModalGPUHook, ProgressChannel, progress_text
 from modal_gpu.triggers import ModalFunctionCallTrigger
 from tests.plugins.modal_gpu.support import APP, CONN_LOGIN, CONN_PASSWORD
-from tests.plugins.modal_gpu.test_hooks import FakeClock, RecordingLog, run_wait
+from tests.plugins.modal_gpu.test_hooks import RecordingLog, run_wait
 
 pytestmark = pytest.mark.usefixtures("modal_connection")
 WAITS = ["wait", "await_done"]
@@ -27,14 +25,6 @@ CHANNEL = ProgressChannel("progress-board", "runs/r/folds/fold_000", stall_after
 
 def record(step: int) -> dict[str, Any]:
     return {"step": step, "line": f"fold 0: step {step}/100"}
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    clock = FakeClock()
-    monkeypatch.setattr(hooks_module, "time", clock)
-    monkeypatch.setattr(hooks_module, "asyncio", types.SimpleNamespace(sleep=clock.asleep))
-    return clock
 
 
 @pytest.fixture
