@@ -162,7 +162,8 @@ def while_deferred(stack: Stack, name: str) -> dict[str, Any]:
 
 
 def fault_preemption(stack: Stack) -> dict[str, Any]:
-    conf = {"dataset_root": DEMO, "k": 2, "backend": "modal", "steps": 300, "eval_every": 100}
+    conf = {"dataset_root": DEMO, "k": 2, "backend": "modal", "policy_preset": "small", "steps": 300}
+    conf["eval_every"] = 100
     conf.update(save_every=100, batch_size=8, seed=5)
     seen: dict[str, Any] = {}
 

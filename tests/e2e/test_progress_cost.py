@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 TRAIN = "kfold_cv.train_fold"
 # Long enough for the trigger (first check 10 s after deferring, then every second) to see it train.
-PROGRESS = {"steps": 200, "eval_every": 50, "save_every": 100, "batch_size": 8}
+PROGRESS = {"policy_preset": "small", "steps": 200, "eval_every": 50, "save_every": 100, "batch_size": 8}
 SPAWNED = re.compile(r"Spawned Modal call (fc-[0-9a-f]+)")
 
 

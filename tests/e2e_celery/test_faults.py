@@ -60,7 +60,8 @@ def logged_steps(e2e: E2E, run_id: str, map_index: int, attempt: int) -> list[in
 def test_kill_9_of_the_worker_running_a_fold_resumes_it_with_the_same_metrics(
     e2e: E2E, tmp_path: Path
 ) -> None:
-    conf = {"dataset_root": DATASET, "k": 2, "steps": STEPS, "eval_every": 100, "save_every": 100}
+    conf = {"dataset_root": DATASET, "k": 2, "policy_preset": "small", "steps": STEPS}
+    conf |= {"eval_every": 100, "save_every": 100}
     run_id = e2e.trigger({**conf, "batch_size": 8, "seed": 7}, run_id=f"kill9__{time.time_ns()}")
     run_folder = f"{storage.run_folder(DAG_ID, run_id)}/kfold_cv"
     last = e2e.local_storage / storage.fold_folder(run_folder, 0) / "checkpoints" / "last"
