@@ -437,7 +437,7 @@ def count_totals(folds: ClassifiedFolds, n_missing: int) -> Totals:
     )
 
 
-def run_cost(rows: Sequence[FoldRow]) -> RunCost | None:
+def run_cost(rows: Sequence[FoldRow | FoldResult]) -> RunCost | None:
     """The run's cost over every fold that reports one, whatever its status (its GPU time was paid).
 
     A fold that crashed reports none: its ``error.json`` has no cost, so the total is a lower bound then.

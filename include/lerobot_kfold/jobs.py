@@ -37,6 +37,7 @@ from lerobot_kfold.aggregate import (
     METRIC_DIRECTIONS,
     AggregateConfig,
     NotEnoughFoldsError,
+    run_cost,
     summarize,
     write_outputs,
 )
@@ -47,7 +48,7 @@ from lerobot_kfold.declared import build
 from lerobot_kfold.demo import read_demo_metadata
 from lerobot_kfold.fold_folder import ForeignFolderError
 from lerobot_kfold.progress import read_progress
-from lerobot_kfold.results import CVSummary, FailedFold, FinalTest, FoldResult
+from lerobot_kfold.results import CVSummary, FailedFold, FinalTest, FoldResult, RunCost
 from lerobot_kfold.splits import (
     DatasetIdentity,
     EpisodeInfo,
@@ -597,7 +598,9 @@ def aggregate(
     summary = combine(candidates, config, chooser, named=bool(chooser.candidates or chooser.candidate_grid))
     if refit_result is not None:
         summary = dataclasses.replace(
-            summary, final_test=final_test(run_folder, summary, refit_result, config)
+            summary,
+            final_test=final_test(run_folder, summary, refit_result, config),
+            cost=paid_for(candidates, read_fold_result(storage.resolve(refit_folder(run_folder)), 0)),
         )
     paths = write_summary(summary, candidates, run_dir)
     done = sum(c.summary.totals.n_succeeded for c in candidates)
@@ -605,6 +608,12 @@ def aggregate(
     say(f"aggregated {done}/{len(candidates) * fold_plan.num_folds} folds{of} -> {paths['summary_json']}")
     summary = dataclasses.replace(summary, run_folder=run_folder, outputs=paths)
     return summary.to_dict(include_folds=False)
+
+
+def paid_for(candidates: Sequence[CandidateFolds], refit: FoldResult | None = None) -> RunCost | None:
+    """The run's cost: every candidate's folds and the refit (the metrics are one candidate's; all of
+    these calls were paid for)."""
+    return run_cost([*(row for c in candidates for row in c.summary.folds), *([refit] if refit else [])])
 
 
 def read_candidate(
@@ -676,7 +685,11 @@ def combine(
     )
     chosen = comparison.candidate(comparison.selection.chosen).summary
     return dataclasses.replace(
-        chosen, candidate=comparison.selection.chosen, comparison=comparison, correlation=correlation
+        chosen,
+        candidate=comparison.selection.chosen,
+        comparison=comparison,
+        correlation=correlation,
+        cost=paid_for(candidates),
     )
 
 

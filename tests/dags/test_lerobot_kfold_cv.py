@@ -264,6 +264,8 @@ def _check_comparison(storage: Path, run) -> dict[str, Any]:
     assert (storage / test["model_path"] / "model.safetensors").is_file()
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["final_test"] == test
+    # The run's cost counts every call it paid for: 2 candidates x 2 folds and the refit.
+    assert summary["cost"]["n_folds"] == 5 and on_disk["cost"] == summary["cost"]
     return summary
 
 
@@ -430,4 +432,10 @@ class TestModalBackend:
             counts[spawn["function"]] = counts.get(spawn["function"], 0) + 1
         # 2 candidates x 2 folds and the refit on the fold function; the summary before and after the refit.
         assert counts == {"prepare_dataset": 1, "train_fold": 5, "aggregate": 2}
-        _check_comparison(storage, run)
+        summary = _check_comparison(storage, run)
+        # The cost is the run's: every candidate's folds and the refit, not only the chosen candidate's.
+        folds = xcom_values(run, "kfold_cv.train_fold")
+        refit = xcom_values(run, "kfold_cv.refit")[-1]
+        paid = [f["cost"]["usd"] for f in [*folds.values(), refit]]
+        assert summary["cost"]["n_priced"] == 5
+        assert summary["cost"]["total_usd"] == pytest.approx(sum(paid), abs=1e-5)
