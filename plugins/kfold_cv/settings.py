@@ -40,11 +40,12 @@ class ComputeSettings:
         minimum=0,
         maximum=MAX_MAP_LENGTH,
     )
-    # Checked in validate against the worst case: folds x timeout_s x the GPU's price per second.
+    # Checked in validate against the worst case: fold calls x timeout_s x the GPU's price per second.
     max_cost_usd: float = setting(
         0.0,
-        "Refuse the run (before any GPU starts) when its worst-case GPU cost, folds x timeout_s x the GPU's "
-        "price, is above this many US dollars; 0: no cap (backend modal).",
+        "Refuse the run (before any GPU starts) when its worst-case GPU cost, fold calls (folds x "
+        "candidates, plus the refit) x timeout_s x the GPU's price, is above this many US dollars; 0: no "
+        "cap (backend modal).",
         minimum=0,
         maximum=1e9,
     )

@@ -109,13 +109,19 @@ def test_trigger_form_runs_the_folds(e2e: E2E, page: Page) -> None:
         _open_section(form, "Compute")
         form.get_by_role("combobox", name="backend", exact=True).click()
         page.get_by_role("option", name="local", exact=True).click()
-        # The small demo ACT (the default is lerobot's full ACT).
-        form.get_by_role("combobox", name="policy preset", exact=True).click()
-        page.get_by_role("option", name="small", exact=True).click()
         backend_row = form.get_by_role("group").filter(
             has=page.get_by_role("combobox", name="backend", exact=True)
         )
         expect(backend_row).to_contain_text("local")
+        _screenshot(page, "trigger_form_backend.png")
+        # The small demo ACT (the default is lerobot's full ACT), in the Training section.
+        _open_section(form, SECTION_OF["policy_preset"])
+        form.get_by_role("combobox", name="policy preset", exact=True).click()
+        page.get_by_role("option", name="small", exact=True).click()
+        preset_row = form.get_by_role("group").filter(
+            has=page.get_by_role("combobox", name="policy preset", exact=True)
+        )
+        expect(preset_row).to_contain_text("small")
         # The UI refuses to submit while a field is empty and required (its type excludes null) or invalid.
         trigger = form.get_by_role("button", name="Trigger", exact=True)
         try:
@@ -126,7 +132,6 @@ def test_trigger_form_runs_the_folds(e2e: E2E, page: Page) -> None:
                 _open_section(form, title)
                 problems[title] = _invalid_fields(form)
             pytest.fail(f"Trigger stays disabled; fields refused per section: {problems}")
-        _screenshot(page, "trigger_form_backend.png")
         _open_section(form, "Training")
         _scroll_to_top(form.get_by_role("button", name="Training", exact=True))
         _screenshot(page, "trigger_form_training.png")
