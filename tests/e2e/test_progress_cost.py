@@ -22,8 +22,10 @@ from tests.e2e.conftest import DAG_ID, DATASET, E2E, GPU_POOL_SLOTS, TINY
 pytestmark = pytest.mark.slow
 
 TRAIN = "kfold_cv.train_fold"
-# Long enough for the trigger (first check 10 s after deferring, then every second) to see it train.
-PROGRESS = {"policy_preset": "small", "steps": 200, "eval_every": 50, "save_every": 100, "batch_size": 8}
+# Long enough for the trigger (first check 10 s after deferring, then every second) to see it train: the
+# small ACT trains ~40 steps/s on a quiet core, so a fold trains for ~25 s or more.
+STEPS = 1000
+PROGRESS = {"policy_preset": "small", "steps": STEPS, "eval_every": 250, "save_every": 500, "batch_size": 8}
 SPAWNED = re.compile(r"Spawned Modal call (fc-[0-9a-f]+)")
 
 
@@ -75,7 +77,7 @@ def test_a_deferred_folds_log_shows_its_progress_a_stalled_fold_is_reported_and_
 ) -> None:
     conf = {"dataset_root": DATASET, "k": 2, "backend": "modal", "gpu": "A100", "stall_after_s": 3}
     run_id = e2e.trigger({**conf, **PROGRESS}, run_id=f"stall__{time.time_ns()}")
-    line = re.compile(r"fold 0: step \d+/200 \(\d+%\)[^\"]*")
+    line = re.compile(rf"fold 0: step \d+/{STEPS} \(\d+%\)[^\"]*")
     seen_while_deferred: set[str] = set()
 
     def progress_seen_while_deferred() -> bool:
@@ -91,7 +93,8 @@ def test_a_deferred_folds_log_shows_its_progress_a_stalled_fold_is_reported_and_
     assert len(seen_while_deferred) >= 2, f"progress lines while deferred: {seen_while_deferred}"
     assert any("train loss" in seen and "steps/s" in seen for seen in seen_while_deferred)
     fold_0 = _log(e2e, run_id, TRAIN, 0)
-    assert re.search(r"fold 0: step 200/200 \(100%\)[^\"]*val L1 [0-9.]+", fold_0), "the last record too"
+    last_line = rf"fold 0: step {STEPS}/{STEPS} \(100%\)[^\"]*val L1 [0-9.]+"
+    assert re.search(last_line, fold_0), "the last record too"
     stalled = _log(e2e, run_id, TRAIN, 1)
     assert re.search(
         r"Modal call fc-[0-9a-f]+: no progress for \d+ s \(last: nothing published yet\)", stalled
@@ -111,7 +114,7 @@ def test_a_deferred_folds_log_shows_its_progress_a_stalled_fold_is_reported_and_
     run_dir = e2e.modal_storage / summary["run_folder"]
     assert "Estimated cost: about $" in (run_dir / "report.html").read_text()
     last = json.loads((run_dir / "folds" / "fold_000" / progress.PROGRESS_FILE).read_text())
-    assert last["event"] == "finished" and last["step"] == 200
+    assert last["event"] == "finished" and last["step"] == STEPS
 
 
 def test_a_run_above_max_cost_usd_is_refused_in_validate_and_nothing_is_spawned(e2e: E2E) -> None:
