@@ -19,8 +19,12 @@ from tests.e2e.conftest import E2E, e2e_stack
 
 # Up to 8 folds of a run at once (the triggerer fault defers 8); a worker that died is noticed after
 # 20 s without a task heartbeat (Airflow's default is 300 s; the kill -9 fault waits for it).
+# No GPU pool: its 3 slots (tests/e2e checks them) would keep the 8 folds from deferring together. A
+# progress line a second in the workers' folds, so the kill -9 fault sees a fold between checkpoints.
 CELERY_ENV = {
     "LEROBOT_KFOLD_MAX_PARALLEL_FOLDS": "8",
+    "LEROBOT_KFOLD_GPU_POOL": "",
+    "LEROBOT_KFOLD_PROGRESS_EVERY_S": "1",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
 }

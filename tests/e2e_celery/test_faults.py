@@ -29,7 +29,9 @@ pytestmark = pytest.mark.slow
 TRAIN = "kfold_cv.train_fold"
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = REPO / "test-artifacts" / "e2e_celery" / "faults.json"
-STEPS = 200  # a checkpoint every 100: the kill comes between the two
+# A checkpoint every CHECKPOINT_EVERY steps: the kill comes between the first and the second (~5 s of the
+# small ACT's training apart, with a progress line a second: CELERY_ENV).
+STEPS, CHECKPOINT_EVERY = 400, 200
 
 
 def record(name: str, figures: dict[str, Any]) -> None:
@@ -61,7 +63,7 @@ def test_kill_9_of_the_worker_running_a_fold_resumes_it_with_the_same_metrics(
     e2e: E2E, tmp_path: Path
 ) -> None:
     conf = {"dataset_root": DATASET, "k": 2, "policy_preset": "small", "steps": STEPS}
-    conf |= {"eval_every": 100, "save_every": 100}
+    conf |= {"eval_every": CHECKPOINT_EVERY, "save_every": CHECKPOINT_EVERY}
     run_id = e2e.trigger({**conf, "batch_size": 8, "seed": 7}, run_id=f"kill9__{time.time_ns()}")
     run_folder = f"{storage.run_folder(DAG_ID, run_id)}/kfold_cv"
     last = e2e.local_storage / storage.fold_folder(run_folder, 0) / "checkpoints" / "last"
@@ -69,7 +71,7 @@ def test_kill_9_of_the_worker_running_a_fold_resumes_it_with_the_same_metrics(
     def past_a_checkpoint() -> int | None:
         # Steps trained since the last checkpoint are what a kill loses: kill once some are.
         steps = logged_steps(e2e, run_id, 0, attempt=1)
-        return steps[-1] if last.is_symlink() and steps and steps[-1] % 100 else None
+        return steps[-1] if last.is_symlink() and steps and steps[-1] % CHECKPOINT_EVERY else None
 
     reached = wait_until(past_a_checkpoint, 240, "fold 0 to train past its first checkpoint", 0.2)
     checkpoint = int(last.resolve().name)
