@@ -17,6 +17,7 @@ import pytest
 
 from lerobot_kfold import cost, progress
 from scripts.fake_modal.control_plane import call_intervals, max_alive
+from scripts.process_groups import wait_until
 from tests.e2e.conftest import DAG_ID, DATASET, E2E, GPU_POOL_SLOTS, TINY
 
 pytestmark = pytest.mark.slow
@@ -43,16 +44,6 @@ def _log(e2e: E2E, run_id: str, task_id: str, map_index: int = -1, try_number: i
     return response.text if response.status_code == 200 else ""
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def _wait_until_no_run_is_active(e2e: E2E) -> None:
     """So that the plane's log from now on holds only the calls of this test's runs."""
 
@@ -60,7 +51,7 @@ def _wait_until_no_run_is_active(e2e: E2E) -> None:
         runs = e2e.airflow.api("GET", f"/dags/{DAG_ID}/dagRuns", params={"state": ["queued", "running"]})
         return runs.status_code == 200 and runs.json()["total_entries"] == 0
 
-    _wait_for(quiet, 900, "the runs of earlier tests to finish")
+    wait_until(quiet, 900, "the runs of earlier tests to finish")
 
 
 def _fold_calls(e2e: E2E, run_id: str) -> set[str]:
@@ -87,7 +78,7 @@ def test_a_deferred_folds_log_shows_its_progress_a_stalled_fold_is_reported_and_
         return len(seen_while_deferred) >= 2 or e2e.airflow.run_state(DAG_ID, run_id) in {"success", "failed"}
 
     # Generous: on a machine shared with other work the fake plane's folds train slowly.
-    _wait_for(progress_seen_while_deferred, 600, "fold 0 to train while deferred")
+    wait_until(progress_seen_while_deferred, 600, "fold 0 to train while deferred")
     assert e2e.airflow.wait_for_run(DAG_ID, run_id, timeout=900) == "success"
 
     assert len(seen_while_deferred) >= 2, f"progress lines while deferred: {seen_while_deferred}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.process_groups import wait_until
 from tests.e2e.conftest import DAG_ID, DATASET, E2E, TINY
 
 pytestmark = pytest.mark.slow
@@ -21,16 +22,6 @@ def _summary(e2e: E2E, run_id: str) -> dict:
 
 def _fold_states(e2e: E2E, run_id: str) -> dict[int, dict]:
     return {t["map_index"]: t for t in e2e.airflow.task_instances(DAG_ID, run_id) if t["task_id"] == TRAIN}
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 class TestLocalBackend:
@@ -98,7 +89,7 @@ class TestModalBackend:
             seen.update(f["state"] for f in _fold_states(e2e, run_id).values() if f["state"])
             return e2e.airflow.run_state(DAG_ID, run_id) in {"success", "failed"}
 
-        _wait_for(finished, 300, "the modal run")
+        wait_until(finished, 300, "the modal run")
 
         assert e2e.airflow.run_state(DAG_ID, run_id) == "success"
         assert "deferred" in seen, f"folds never deferred (saw {seen})"
@@ -124,7 +115,7 @@ class TestModalBackend:
                 for f in folds.values()
             )
 
-        _wait_for(both_waiting_in_the_triggerer, 120, "both folds to wait in the triggerer")
+        wait_until(both_waiting_in_the_triggerer, 120, "both folds to wait in the triggerer")
         time.sleep(2)  # the triggerer starts a trigger within a second of taking it
         calls = e2e.fold_call_ids(run_id)
 
@@ -139,7 +130,7 @@ class TestModalBackend:
         )
         assert cleared.status_code == 200, cleared.text
 
-        _wait_for(lambda: any(c["call_id"] == calls[0] for c in e2e.plane.cancels()), 60, "fold 0's cancel")
+        wait_until(lambda: any(c["call_id"] == calls[0] for c in e2e.plane.cancels()), 60, "fold 0's cancel")
         assert e2e.airflow.wait_for_run(DAG_ID, run_id, timeout=300) == "success"
         folds = _fold_states(e2e, run_id)
         assert folds[0]["state"] == "failed"

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowRescheduleException, TaskDeferred
 
 from modal_gpu.operators import ModalGPUOperator
 from tests.plugins.modal_gpu.support import APP
+from tests.plugins.modal_gpu.test_operators import InMemoryTaskStateStore
 
 TASK = "kfold_cv.train_fold"
 RUN = "manual__2026-12-01"
@@ -35,17 +36,6 @@ class SiblingsTI:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed.append((key, value))
-
-
-class Store:
-    def __init__(self, **values: Any) -> None:
-        self.values = dict(values)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = value
 
 
 @pytest.fixture
@@ -73,8 +63,10 @@ def make_operator() -> Iterator[Callable[..., ModalGPUOperator]]:
             hook._client.close()
 
 
-def context_for(map_index: int, states: dict[int, str | None], store: Store | None = None) -> dict[str, Any]:
-    return {"ti": SiblingsTI(map_index, states), "task_state_store": store or Store()}
+def context_for(
+    map_index: int, states: dict[int, str | None], store: InMemoryTaskStateStore | None = None
+) -> dict[str, Any]:
+    return {"ti": SiblingsTI(map_index, states), "task_state_store": store or InMemoryTaskStateStore()}
 
 
 class TestWhoWaits:
@@ -140,7 +132,7 @@ class TestOnModal:
             make_operator(**kwargs).execute(context_for(1, {0: "deferred", 1: "running"}))
         assert len(plane.spawns()) == spawned, "no GPU is started while waiting for a turn"
 
-        store = Store()
+        store = InMemoryTaskStateStore()
         with pytest.raises(TaskDeferred):
             make_operator(**kwargs).execute(context_for(1, {0: "success", 1: "running"}, store))
         call_id = store.get(ModalGPUOperator.external_id_key)
